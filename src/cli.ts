@@ -1,0 +1,305 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { APP_IDS, loadCatalogChecked, type CatalogApp } from './catalog/index.js';
+import { loadConfigChecked, parseHostPort, type Config, type Problem } from './config/index.js';
+import { formatLocation, errorMessage, isPortcullisError } from './errors.js';
+import { startGateway, loadPolicy } from './gateway.js';
+import { ListManager } from './lists/index.js';
+import { tryParseRuleName, normalizeQueryName } from './match/name.js';
+import { createLogger, silentLogger } from './observability/logger.js';
+import type { Decision, PolicySnapshot } from './policy/index.js';
+import { join } from 'node:path';
+
+/** Exit codes (CONTRACT): 0 ok / allowed, 1 error or invalid, 3 blocked. */
+const EXIT_OK = 0;
+const EXIT_ERROR = 1;
+const EXIT_BLOCKED = 3;
+
+const USAGE = `usage: portcullis <command> [options]
+
+commands:
+  start     [--config FILE]            run the gateway in the foreground (SIGTERM drains, SIGHUP reloads)
+  validate  [--config FILE]            check the configuration and list files
+  check     TARGET [--config FILE] [--json]
+                                       one policy decision: TARGET is a name, an IP, or either with :port
+                                       exit 0 allowed, 3 blocked, 1 error
+  apps      [--config FILE] [--json]   the app catalog: id, name, enabled, rule counts
+
+options:
+  --config FILE       configuration file (default: $PORTCULLIS_CONFIG, else ./portcullis.yaml if present)
+  --KEY=VALUE         override one setting, e.g. --dns.listen=0.0.0.0:53 (same as PORTCULLIS_DNS_LISTEN)
+  --json              machine-readable output
+  --help, --version
+`;
+
+interface Args {
+  command: string | undefined;
+  positionals: string[];
+  config: string | undefined;
+  json: boolean;
+  overrides: Record<string, string>;
+  help: boolean;
+  version: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args | string {
+  const args: Args = { command: undefined, positionals: [], config: undefined, json: false, overrides: {}, help: false, version: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      args.positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('--') || arg === '-') {
+      if (args.command === undefined) args.command = arg;
+      else args.positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const key = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    const inline = eq === -1 ? undefined : arg.slice(eq + 1);
+    const takeValue = (): string | undefined => inline ?? argv[++i];
+    switch (key) {
+      case 'json':
+        args.json = true;
+        break;
+      case 'help':
+        args.help = true;
+        break;
+      case 'version':
+        args.version = true;
+        break;
+      case 'config': {
+        const value = takeValue();
+        if (value === undefined) return '--config needs a file';
+        args.config = value;
+        break;
+      }
+      default: {
+        if (!key.includes('.')) return `unknown option --${key}`;
+        const value = takeValue();
+        if (value === undefined) return `--${key} needs a value`;
+        args.overrides[key] = value;
+      }
+    }
+  }
+  return args;
+}
+
+function printProblems(problems: readonly Problem[]): void {
+  for (const problem of problems) process.stderr.write(`${formatLocation(problem)}: ${problem.message}\n`);
+}
+
+async function loadConfigOrReport(args: Args): Promise<Config | null> {
+  const { config, problems } = await loadConfigChecked({ file: args.config, overrides: args.overrides });
+  if (config === null) {
+    printProblems(problems);
+    return null;
+  }
+  return config;
+}
+
+interface Target {
+  name: string | null;
+  ip: string | null;
+  port: number | null;
+}
+
+/** `talk.kakao.com`, `1.2.3.4`, `2400:dcc0::1`, `name:443`, `1.2.3.4:5223`, `[2400:dcc0::1]:443`. */
+export function parseTarget(text: string): Target | string {
+  const bare = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
+  if (isIP(bare) !== 0) return { name: null, ip: bare, port: null };
+  const hostPort = parseHostPort(text, { defaultPort: 0 });
+  if (typeof hostPort === 'string') return `"${text}" is not a host name, an IP address, or either with :port`;
+  const port = hostPort.port === 0 ? null : hostPort.port;
+  if (isIP(hostPort.host) !== 0) return { name: null, ip: hostPort.host, port };
+  const normalized = normalizeQueryName(hostPort.host);
+  if (normalized === null || tryParseRuleName(normalized) === null) return `"${hostPort.host}" is not a valid host name`;
+  return { name: normalized, ip: null, port };
+}
+
+async function commandCheck(args: Args): Promise<number> {
+  const targetText = args.positionals[0];
+  if (targetText === undefined || args.positionals.length > 1) {
+    process.stderr.write('usage: portcullis check TARGET [--config FILE] [--json]\n');
+    return EXIT_ERROR;
+  }
+  const target = parseTarget(targetText);
+  if (typeof target === 'string') {
+    process.stderr.write(`${target}\n`);
+    return EXIT_ERROR;
+  }
+  const config = await loadConfigOrReport(args);
+  if (config === null) return EXIT_ERROR;
+  const { engine } = await loadPolicy(config, silentLogger, { offline: true });
+  const decision = engine.decide({ name: target.name, ip: target.ip, port: target.port, layer: target.ip === null ? 'dns' : 'ip' });
+  printDecision(targetText, decision, args.json);
+  return decision.verdict === 'block' ? EXIT_BLOCKED : EXIT_OK;
+}
+
+function printDecision(target: string, decision: Decision, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ target, verdict: decision.verdict, app: decision.app, rule: decision.rule, layer: decision.layer })}\n`);
+    return;
+  }
+  const why = decision.rule === null ? 'no rule matches' : `${decision.app ?? 'custom'} (${decision.rule}, ${decision.layer} layer)`;
+  process.stdout.write(`${decision.verdict === 'block' ? 'blocked' : 'allowed'}: ${target}: ${why}\n`);
+}
+
+interface AppRow {
+  id: string;
+  name: string;
+  enabled: boolean;
+  extended: boolean;
+  coverage: CatalogApp['coverage'];
+  coverageNote: string | null;
+  rules: { domains: number; cidrs: number; ports: number };
+  catalog: { domains: number; cidrs: number; ports: number };
+}
+
+function appRows(apps: Iterable<CatalogApp>, snapshot: PolicySnapshot): AppRow[] {
+  const counts = snapshot.ruleCounts();
+  return [...apps].map((app) => ({
+    id: app.id,
+    name: app.name,
+    enabled: snapshot.apps.enabled.has(app.id),
+    extended: snapshot.apps.extended.has(app.id),
+    coverage: app.coverage,
+    coverageNote: app.coverageNote,
+    rules: counts.get(app.id) ?? { domains: 0, cidrs: 0, ports: 0 },
+    catalog: { domains: app.domains.length, cidrs: app.cidrs.length, ports: app.ports.length },
+  }));
+}
+
+async function commandApps(args: Args): Promise<number> {
+  const config = await loadConfigOrReport(args);
+  if (config === null) return EXIT_ERROR;
+  const { catalog, engine } = await loadPolicy(config, silentLogger, { offline: true });
+  const rows = appRows(APP_IDS.map((id) => catalog.get(id)!), engine.current);
+  if (args.json) {
+    process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    return EXIT_OK;
+  }
+  const table = [
+    ['ID', 'NAME', 'ENABLED', 'DOMAINS', 'CIDRS', 'PORTS', 'COVERAGE'],
+    ...rows.map((r) => [
+      r.id,
+      r.name,
+      r.enabled ? (r.extended ? 'yes+extended' : 'yes') : 'no',
+      String(r.rules.domains),
+      String(r.rules.cidrs),
+      String(r.rules.ports),
+      r.coverage === 'verified' ? 'verified' : r.coverage === 'partial' ? 'partial *' : 'no verified endpoints *',
+    ]),
+  ];
+  const widths = table[0]!.map((_, col) => Math.max(...table.map((row) => row[col]!.length)));
+  for (const row of table) process.stdout.write(`${row.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()}\n`);
+  process.stdout.write('\nCounts are rules in force (core tier; extended too where enabled).\n');
+  for (const row of rows.filter((r) => r.coverageNote !== null)) process.stdout.write(`* ${row.id}: ${row.coverageNote}\n`);
+  return EXIT_OK;
+}
+
+async function commandValidate(args: Args): Promise<number> {
+  const { config, problems } = await loadConfigChecked({ file: args.config, overrides: args.overrides });
+  const catalog = await loadCatalogChecked();
+  problems.push(...catalog.problems);
+  let listSummary = '';
+  if (config !== null) {
+    const local = config.policy.lists.filter((l) => !l.isRemote);
+    const manager = new ListManager(local, { cacheDir: join(config.store.path, 'lists'), logger: silentLogger, offline: true });
+    const statuses = await manager.refresh();
+    for (const status of statuses) {
+      if (status.lastError !== null) problems.push({ file: status.source, message: status.lastError });
+      for (const skipped of status.firstSkipped) problems.push({ file: status.source, line: skipped.line, message: `${skipped.reason}: ${skipped.text}` });
+      if (status.skipped > status.firstSkipped.length) problems.push({ file: status.source, message: `${status.skipped - status.firstSkipped.length} more lines are not rules` });
+    }
+    const remote = config.policy.lists.length - local.length;
+    listSummary = `, ${local.length} local list(s) with ${statuses.reduce((n, s) => n + s.entries, 0)} entries${remote > 0 ? `, ${remote} remote list(s) not fetched` : ''}`;
+  }
+  if (problems.length > 0) {
+    printProblems(problems);
+    return EXIT_ERROR;
+  }
+  process.stdout.write(`valid: ${config?.source ?? 'defaults'}, catalog of ${catalog.catalog.size} apps${listSummary}\n`);
+  return EXIT_OK;
+}
+
+async function commandStart(args: Args): Promise<number> {
+  const config = await loadConfigOrReport(args);
+  if (config === null) return EXIT_ERROR;
+  const logger = createLogger({ level: config.log.level });
+  process.on('unhandledRejection', (reason) => {
+    logger.error({ err: errorMessage(reason) }, 'unhandled rejection (a bug)');
+  });
+  const gateway = await startGateway(config, logger);
+  logger.info({ config: config.source, version: gateway.engine.version, apps: [...gateway.engine.current.apps.enabled] }, 'portcullis started');
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info({ signal }, 'stopping');
+      void gateway.close().then(() => {
+        resolve(EXIT_OK);
+      });
+    };
+    process.once('SIGTERM', () => {
+      stop('SIGTERM');
+    });
+    process.once('SIGINT', () => {
+      stop('SIGINT');
+    });
+    process.on('SIGHUP', () => {
+      void loadConfigChecked({ file: args.config, overrides: args.overrides }).then(async ({ config: next, problems }) => {
+        if (next === null) {
+          logger.error({ problems: problems.map((p) => `${formatLocation(p)}: ${p.message}`) }, 'reload refused: configuration invalid; keeping the running one');
+          return;
+        }
+        await gateway.reload(next);
+        logger.info({ version: gateway.engine.version }, 'reloaded');
+      });
+    });
+  });
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (typeof args === 'string') {
+    process.stderr.write(`${args}\n\n${USAGE}`);
+    return EXIT_ERROR;
+  }
+  if (args.version) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return EXIT_OK;
+  }
+  if (args.help || args.command === undefined || args.command === 'help') {
+    process.stdout.write(USAGE);
+    return args.command === undefined && !args.help ? EXIT_ERROR : EXIT_OK;
+  }
+  switch (args.command) {
+    case 'start':
+      return commandStart(args);
+    case 'validate':
+      return commandValidate(args);
+    case 'check':
+      return commandCheck(args);
+    case 'apps':
+      return commandApps(args);
+    default:
+      process.stderr.write(`unknown command "${args.command}"\n\n${USAGE}`);
+      return EXIT_ERROR;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`${isPortcullisError(e) ? `${e.code}: ` : ''}${errorMessage(e)}\n`);
+    process.exitCode = EXIT_ERROR;
+  },
+);

@@ -1,0 +1,278 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
+import type { TObject, TSchema } from '@sinclair/typebox';
+import { configInvalid, errorMessage } from '../errors.js';
+import { parseCidr } from '../match/ip.js';
+import { tryParseRuleName } from '../match/name.js';
+import { isIP } from 'node:net';
+import { parseHostPort } from './address.js';
+import { DEFAULTS } from './defaults.js';
+import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type ListConfig } from './schema.js';
+import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
+
+export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
+/** Env vars with the prefix that are not config keys: read by the CLI itself. */
+const RESERVED_ENV = new Set(['PORTCULLIS_CONFIG', 'PORTCULLIS_URL', 'PORTCULLIS_TOKEN']);
+
+export interface LoadOptions {
+  /** --config; else PORTCULLIS_CONFIG; else ./portcullis.yaml when present; else defaults only. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Overrides from flags: dotted key -> raw text (`dns.listen` -> `0.0.0.0:53`). */
+  overrides?: Readonly<Record<string, string>>;
+  cwd?: string;
+}
+
+interface Leaf {
+  path: string[];
+  schema: TSchema;
+  env: string;
+}
+
+function camelToSnake(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+/** Every settable key, read off the schema, with the env var that overrides it. */
+function leaves(schema: TSchema = ConfigSchema, path: string[] = []): Leaf[] {
+  const object = schema as Partial<TObject>;
+  if (schema.type === 'object' && object.properties !== undefined) {
+    return Object.entries(object.properties).flatMap(([key, child]) => leaves(child, [...path, key]));
+  }
+  return [{ path, schema, env: `PORTCULLIS_${path.map(camelToSnake).join('_')}` }];
+}
+
+export const CONFIG_KEYS: readonly Leaf[] = leaves();
+
+/** Turns the text of an env var or flag into the value the schema expects at that key. */
+function coerce(leaf: Leaf, text: string): unknown {
+  const type = leaf.schema.type as string | undefined;
+  if (type === 'integer' || type === 'number') return /^-?[0-9]+(\.[0-9]+)?$/.test(text) ? Number(text) : text;
+  if (type === 'boolean') return text === 'true' ? true : text === 'false' ? false : text;
+  const trimmed = text.trim();
+  if (type === 'array') {
+    if (trimmed.startsWith('[')) return parseJson(trimmed);
+    return trimmed === '' ? [] : trimmed.split(',').map((s) => s.trim());
+  }
+  if (type === 'object' || trimmed.startsWith('{')) return parseJson(trimmed);
+  return text;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text; // the schema check reports it with the key's name
+  }
+}
+
+function setIn(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+interface Override {
+  origin: string;
+  leaf: Leaf;
+  value: unknown;
+}
+
+function collectOverrides(env: NodeJS.ProcessEnv, flags: Readonly<Record<string, string>>, problems: Problem[]): Override[] {
+  const byEnv = new Map(CONFIG_KEYS.map((leaf) => [leaf.env, leaf]));
+  const byKey = new Map(CONFIG_KEYS.map((leaf) => [leaf.path.join('.'), leaf]));
+  const out: Override[] = [];
+  for (const [name, text] of Object.entries(env)) {
+    if (!name.startsWith('PORTCULLIS_') || RESERVED_ENV.has(name) || text === undefined) continue;
+    const leaf = byEnv.get(name);
+    if (leaf === undefined) {
+      problems.push({ file: `env ${name}`, message: 'unknown setting' });
+      continue;
+    }
+    out.push({ origin: `env ${name}`, leaf, value: coerce(leaf, text) });
+  }
+  for (const [key, text] of Object.entries(flags)) {
+    const leaf = byKey.get(key);
+    if (leaf === undefined) {
+      problems.push({ file: `flag --${key}`, message: 'unknown setting' });
+      continue;
+    }
+    out.push({ origin: `flag --${key}`, leaf, value: coerce(leaf, text) });
+  }
+  return out;
+}
+
+function deepMerge<T>(base: T, over: unknown): T {
+  if (typeof over !== 'object' || over === null || Array.isArray(over)) return (over ?? base) as T;
+  if (typeof base !== 'object' || base === null || Array.isArray(base)) return over as T;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [key, value] of Object.entries(over)) out[key] = deepMerge(out[key], value);
+  return out as T;
+}
+
+export function parseDurationMs(value: string | number): number {
+  if (typeof value === 'number') return value * 1000;
+  const match = /^([0-9]+)(ms|s|m|h|d)$/.exec(value);
+  if (match === null) return Number.NaN;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
+}
+
+function listName(source: string): string {
+  const base = basename(source.split('?')[0] ?? source).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40);
+  const hash = createHash('sha256').update(source).digest('hex').slice(0, 8);
+  return `${base === '' ? 'list' : base}-${hash}`;
+}
+
+/** Checks what the schema cannot: addresses, CIDRs, names, tokens, list entries. */
+function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: string): { problems: Problem[]; lists: ListConfig[] } {
+  const problems: Problem[] = [];
+  const report = (path: (string | number)[], message: string): void => {
+    problems.push({ ...at(path), message });
+  };
+  const checkListen = (path: (string | number)[], text: string | undefined): void => {
+    if (text === undefined) return;
+    const parsed = parseHostPort(text);
+    if (typeof parsed === 'string') report(path, parsed);
+    else if (isIP(parsed.host) === 0 && parsed.host !== 'localhost') report(path, `"${parsed.host}" must be an IP address to listen on`);
+  };
+  checkListen(['dns', 'listen'], merged.dns.listen);
+  merged.dns.upstreams?.forEach((upstream, i) => {
+    const parsed = parseHostPort(upstream, { defaultPort: 53 });
+    if (typeof parsed === 'string') report(['dns', 'upstreams', i], parsed);
+    else if (isIP(parsed.host) === 0) report(['dns', 'upstreams', i], `"${parsed.host}" must be an IP address (a resolver cannot depend on DNS to find its upstream)`);
+  });
+  checkListen(['proxy', 'tls', 'listen'], merged.proxy.tls?.listen);
+  checkListen(['proxy', 'http', 'listen'], merged.proxy.http?.listen);
+  checkListen(['admin', 'listen'], merged.admin.listen);
+  for (const [name, ip] of Object.entries(merged.proxy.hosts ?? {})) {
+    if (tryParseRuleName(name) === null) report(['proxy', 'hosts', name], `"${name}" is not a valid host name`);
+    if (isIP(ip) === 0) report(['proxy', 'hosts', name], `"${ip}" is not an IP address`);
+  }
+  merged.proxy.allowedUpstreamNetworks?.forEach((cidr, i) => {
+    try {
+      parseCidr(cidr);
+    } catch (e: unknown) {
+      report(['proxy', 'allowedUpstreamNetworks', i], errorMessage(e));
+    }
+  });
+  merged.admin.tokens?.forEach((token, i) => {
+    if ((token.token === undefined) === (token.tokenFile === undefined)) report(['admin', 'tokens', i], 'give exactly one of token and tokenFile');
+  });
+  const names = new Set<string>();
+  const lists: ListConfig[] = [];
+  (merged.policy.lists ?? []).forEach((entry, i) => {
+    const spec = typeof entry === 'string' ? { source: entry } : entry;
+    const isRemote = /^https?:\/\//i.test(spec.source);
+    if (!isRemote && /^[a-z][a-z0-9+.-]*:\/\//i.test(spec.source)) {
+      report(['policy', 'lists', i], `"${spec.source}": only local paths and http(s) URLs are supported`);
+      return;
+    }
+    const refreshMs = spec.refresh === undefined ? DEFAULTS.listRefreshDefaultMs : parseDurationMs(spec.refresh);
+    if (refreshMs < DEFAULTS.listRefreshMinMs) report(['policy', 'lists', i, 'refresh'], `refresh must be at least ${DEFAULTS.listRefreshMinMs / 1000}s`);
+    const name = spec.name ?? listName(spec.source);
+    if (names.has(name)) report(['policy', 'lists', i], `two lists are named "${name}"`);
+    names.add(name);
+    lists.push({
+      source: isRemote || isAbsolute(spec.source) ? spec.source : resolve(baseDir, spec.source),
+      name,
+      format: spec.format ?? 'auto',
+      action: spec.action ?? 'block',
+      app: spec.app ?? null,
+      refreshMs,
+      isRemote,
+    });
+  });
+  return { problems, lists };
+}
+
+export interface LoadResult {
+  config: Config | null;
+  problems: Problem[];
+}
+
+/** Loads, merges and checks the configuration; every problem names its file (or env/flag), field and line. */
+export async function loadConfigChecked(options: LoadOptions = {}): Promise<LoadResult> {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const explicit = options.file ?? env.PORTCULLIS_CONFIG;
+  const file = explicit ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
+  const problems: Problem[] = [];
+
+  let source: YamlSource = { file: 'defaults', value: {}, lineOf: () => undefined };
+  if (file !== undefined) {
+    const path = resolve(cwd, file);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (e: unknown) {
+      return { config: null, problems: [{ file, message: `cannot read: ${errorMessage(e)}` }] };
+    }
+    try {
+      source = parseYaml(file, text);
+    } catch (e: unknown) {
+      return { config: null, problems: [{ file, message: errorMessage(e) }] };
+    }
+    if (source.value === null || source.value === undefined) source = { ...source, value: {} };
+    problems.push(...schemaProblems(ConfigSchema, source.value, locateIn(source)));
+    if (problems.length > 0) return { config: null, problems };
+  }
+
+  const overrides = collectOverrides(env, options.overrides ?? {}, problems);
+  const fileValue = structuredClone(source.value) as Record<string, unknown>;
+  for (const override of overrides) setIn(fileValue, override.leaf.path, override.value);
+  const inFile = locateIn(source);
+  const originOf: Locate = (path) => {
+    const key = path.join('.');
+    // The last override of a key wins, so report against it.
+    const override = [...overrides].reverse().find((o) => key === o.leaf.path.join('.') || key.startsWith(`${o.leaf.path.join('.')}.`));
+    return override === undefined ? inFile(path) : { file: override.origin, field: pathToField(path) };
+  };
+  problems.push(...schemaProblems(ConfigSchema, fileValue, originOf));
+  if (problems.length > 0) return { config: null, problems };
+
+  const fileConfig = fileValue as ConfigFile;
+  const merged = deepMerge(DEFAULT_FILE, fileConfig);
+  const baseDir = file === undefined ? cwd : dirname(resolve(cwd, file));
+  const semantic = semanticProblems(merged, originOf, baseDir);
+  problems.push(...semantic.problems);
+  if (problems.length > 0) return { config: null, problems };
+
+  const storePath = merged.store.path ?? DEFAULTS.storePath;
+  const config: Config = {
+    source: file ?? 'defaults',
+    dns: { listen: merged.dns.listen ?? DEFAULTS.dnsListen, upstreams: merged.dns.upstreams ?? [...DEFAULTS.dnsUpstreams] },
+    proxy: {
+      tls: { listen: merged.proxy.tls?.listen ?? DEFAULTS.proxyTlsListen, upstreamPort: merged.proxy.tls?.upstreamPort ?? DEFAULTS.proxyTlsUpstreamPort },
+      http: { listen: merged.proxy.http?.listen ?? DEFAULTS.proxyHttpListen, upstreamPort: merged.proxy.http?.upstreamPort ?? DEFAULTS.proxyHttpUpstreamPort },
+      hosts: merged.proxy.hosts ?? {},
+      allowedUpstreamNetworks: merged.proxy.allowedUpstreamNetworks ?? [],
+    },
+    admin: {
+      listen: merged.admin.listen ?? DEFAULTS.adminListen,
+      tokens: (merged.admin.tokens ?? []).map((t) => ({
+        name: t.name,
+        token: t.token ?? null,
+        tokenFile: t.tokenFile === undefined ? null : resolve(baseDir, t.tokenFile),
+        scopes: t.scopes,
+      })),
+    },
+    store: { path: isAbsolute(storePath) ? storePath : resolve(baseDir, storePath), redis: merged.store.redis ?? null },
+    policy: { apps: merged.policy.apps ?? [...DEFAULTS.policyApps], extended: merged.policy.extended ?? [], lists: semantic.lists },
+    log: { level: merged.log.level ?? 'info' },
+  };
+  return { config, problems: [] };
+}
+
+/** Loads the configuration or throws PCL_ERR_CONFIG_INVALID listing every problem. */
+export async function loadConfig(options: LoadOptions = {}): Promise<Config> {
+  const { config, problems } = await loadConfigChecked(options);
+  if (config === null) throw configInvalid(problems);
+  return config;
+}

@@ -1,0 +1,131 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { APP_IDS } from '../catalog/apps.js';
+import { DEFAULTS } from './defaults.js';
+
+/**
+ * The configuration file (YAML). Every key is optional; unknown keys are errors. Semantic
+ * checks the schema cannot say (addresses parse, files exist) live in load.ts.
+ */
+const HostPort = Type.String({ minLength: 3, description: 'host:port, [v6]:port' });
+const AppIdSchema = Type.Union(APP_IDS.map((id) => Type.Literal(id)));
+const Duration = Type.Union([Type.String({ pattern: '^[0-9]+(ms|s|m|h|d)$' }), Type.Integer({ minimum: 1, description: 'seconds' })]);
+
+const ListObject = Type.Object(
+  {
+    source: Type.String({ minLength: 1, description: 'local path or http(s) URL' }),
+    name: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$' })),
+    format: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('hosts'), Type.Literal('domains'), Type.Literal('adblock'), Type.Literal('cidr')])),
+    action: Type.Optional(Type.Union([Type.Literal('block'), Type.Literal('allow')])),
+    app: Type.Optional(AppIdSchema),
+    refresh: Type.Optional(Duration),
+  },
+  { additionalProperties: false },
+);
+
+const Token = Type.Object(
+  {
+    name: Type.String({ minLength: 1 }),
+    token: Type.Optional(Type.String({ minLength: 16 })),
+    tokenFile: Type.Optional(Type.String({ minLength: 1 })),
+    scopes: Type.Array(Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]), { minItems: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    dns: Type.Optional(
+      Type.Object(
+        {
+          listen: Type.Optional(HostPort),
+          upstreams: Type.Optional(Type.Array(HostPort, { minItems: 1 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    proxy: Type.Optional(
+      Type.Object(
+        {
+          tls: Type.Optional(Type.Object({ listen: Type.Optional(HostPort), upstreamPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })) }, { additionalProperties: false })),
+          http: Type.Optional(Type.Object({ listen: Type.Optional(HostPort), upstreamPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })) }, { additionalProperties: false })),
+          hosts: Type.Optional(Type.Record(Type.String(), Type.String())),
+          allowedUpstreamNetworks: Type.Optional(Type.Array(Type.String())),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    admin: Type.Optional(
+      Type.Object({ listen: Type.Optional(HostPort), tokens: Type.Optional(Type.Array(Token)) }, { additionalProperties: false }),
+    ),
+    store: Type.Optional(
+      Type.Object({ path: Type.Optional(Type.String({ minLength: 1 })), redis: Type.Optional(Type.String({ pattern: '^rediss?://' })) }, { additionalProperties: false }),
+    ),
+    policy: Type.Optional(
+      Type.Object(
+        {
+          apps: Type.Optional(Type.Array(AppIdSchema, { uniqueItems: true })),
+          extended: Type.Optional(Type.Array(AppIdSchema, { uniqueItems: true, description: 'apps whose extended tier is blocked too' })),
+          lists: Type.Optional(Type.Array(Type.Union([Type.String({ minLength: 1 }), ListObject]))),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    log: Type.Optional(
+      Type.Object(
+        { level: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)))) },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type ConfigFile = Static<typeof ConfigSchema>;
+
+export interface ListConfig {
+  source: string;
+  name: string;
+  format: 'auto' | 'hosts' | 'domains' | 'adblock' | 'cidr';
+  action: 'block' | 'allow';
+  app: (typeof APP_IDS)[number] | null;
+  refreshMs: number;
+  isRemote: boolean;
+}
+
+export interface TokenConfig {
+  name: string;
+  token: string | null;
+  tokenFile: string | null;
+  scopes: ('read' | 'write' | 'admin')[];
+}
+
+/** The configuration with every default filled in and every value checked. */
+export interface Config {
+  /** Where the configuration came from (file path, or "defaults"). */
+  source: string;
+  dns: { listen: string; upstreams: string[] };
+  proxy: {
+    tls: { listen: string; upstreamPort: number };
+    http: { listen: string; upstreamPort: number };
+    hosts: Record<string, string>;
+    allowedUpstreamNetworks: string[];
+  };
+  admin: { listen: string; tokens: TokenConfig[] };
+  store: { path: string; redis: string | null };
+  policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[] };
+  log: { level: string };
+}
+
+export const DEFAULT_FILE: Required<ConfigFile> = {
+  dns: { listen: DEFAULTS.dnsListen, upstreams: [...DEFAULTS.dnsUpstreams] },
+  proxy: {
+    tls: { listen: DEFAULTS.proxyTlsListen, upstreamPort: DEFAULTS.proxyTlsUpstreamPort },
+    http: { listen: DEFAULTS.proxyHttpListen, upstreamPort: DEFAULTS.proxyHttpUpstreamPort },
+    hosts: {},
+    allowedUpstreamNetworks: [],
+  },
+  admin: { listen: DEFAULTS.adminListen, tokens: [] },
+  store: { path: DEFAULTS.storePath },
+  policy: { apps: [...DEFAULTS.policyApps], extended: [], lists: [] },
+  log: { level: 'info' },
+};

@@ -1,0 +1,79 @@
+import { join } from 'node:path';
+import { loadCatalog, type Catalog } from './catalog/index.js';
+import type { Config } from './config/index.js';
+import { ListManager } from './lists/index.js';
+import type { Logger } from './observability/logger.js';
+import { PolicyEngine, type AppState } from './policy/index.js';
+
+export function appStateFrom(config: Config): AppState {
+  return { enabled: new Set(config.policy.apps), extended: new Set(config.policy.extended) };
+}
+
+export interface Policy {
+  catalog: Catalog;
+  engine: PolicyEngine;
+  lists: ListManager;
+}
+
+/**
+ * Loads the catalog, builds the engine and loads the extra lists. `offline` (for check and
+ * validate) reads remote lists from their last downloaded copy only.
+ */
+export async function loadPolicy(config: Config, logger: Logger, options: { offline?: boolean } = {}): Promise<Policy> {
+  const catalog = await loadCatalog();
+  const engine = new PolicyEngine({ catalog, apps: appStateFrom(config) });
+  const lists = new ListManager(config.policy.lists, {
+    cacheDir: join(config.store.path, 'lists'),
+    logger,
+    offline: options.offline ?? false,
+  });
+  lists.on('update', (entries) => {
+    void engine.setLists(entries);
+  });
+  await lists.loadAll();
+  await engine.setLists(lists.entries());
+  return { catalog, engine, lists };
+}
+
+export interface Gateway extends Policy {
+  /** Re-reads what SIGHUP reloads: app state from config, and every list. */
+  reload(config: Config): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Everything `portcullis start` runs. Listeners (DNS, proxy, admin) attach here. */
+export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
+  let policy = await loadPolicy(config, logger);
+  policy.lists.start();
+  policy.engine.on('swap', (event) => {
+    logger.info({ component: 'policy', ...event }, 'policy swapped');
+  });
+  const gateway: Gateway = {
+    get catalog() {
+      return policy.catalog;
+    },
+    get engine() {
+      return policy.engine;
+    },
+    get lists() {
+      return policy.lists;
+    },
+    async reload(next: Config) {
+      policy.engine.setApps(appStateFrom(next));
+      const lists = new ListManager(next.policy.lists, { cacheDir: join(next.store.path, 'lists'), logger });
+      await lists.loadAll();
+      policy.lists.stop();
+      lists.on('update', (entries) => {
+        void policy.engine.setLists(entries);
+      });
+      await policy.engine.setLists(lists.entries());
+      policy = { ...policy, lists };
+      lists.start();
+    },
+    close() {
+      policy.lists.stop();
+      return Promise.resolve();
+    },
+  };
+  return gateway;
+}

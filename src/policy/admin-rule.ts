@@ -1,0 +1,53 @@
+import { isAppId, type AppId } from '../catalog/index.js';
+import { PortcullisError } from '../errors.js';
+import { formatCidr, parseCidr } from '../match/ip.js';
+import { parseRuleName } from '../match/name.js';
+import { formatPortRange, parsePortRange } from '../match/ports.js';
+import type { Action } from './rule.js';
+
+export type AdminRuleType = 'domain' | 'cidr' | 'port';
+
+/** A rule an admin added through the API or CLI; stored as written here (value normalised). */
+export interface AdminRule {
+  id: string;
+  type: AdminRuleType;
+  value: string;
+  action: Action;
+  app: AppId | null;
+  comment: string | null;
+}
+
+export interface AdminRuleInput {
+  type: AdminRuleType;
+  value: string;
+  action: Action;
+  app?: string | null;
+  comment?: string | null;
+}
+
+/**
+ * Checks an admin rule and returns its normalised value: a domain as `kakao.com` (a leading
+ * `*.` is accepted: a domain rule always covers subdomains), a CIDR in canonical form, a port
+ * as `tcp/N[-M]`. Throws PCL_ERR_INVALID_NAME, _CIDR, _PORT or _UNKNOWN_APP.
+ */
+export function normalizeAdminRule(input: AdminRuleInput): Omit<AdminRule, 'id'> {
+  let app: AppId | null = null;
+  if (input.app !== undefined && input.app !== null) {
+    if (!isAppId(input.app)) {
+      throw new PortcullisError('PCL_ERR_UNKNOWN_APP', `unknown app "${input.app}"`, { details: { app: input.app } });
+    }
+    app = input.app;
+  }
+  return { type: input.type, value: normalizeRuleValue(input.type, input.value), action: input.action, app, comment: input.comment ?? null };
+}
+
+export function normalizeRuleValue(type: AdminRuleType, value: string): string {
+  switch (type) {
+    case 'domain':
+      return parseRuleName(value.trim().replace(/^\*\./, ''));
+    case 'cidr':
+      return formatCidr(parseCidr(value));
+    case 'port':
+      return formatPortRange(parsePortRange(value));
+  }
+}
