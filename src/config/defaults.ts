@@ -25,7 +25,7 @@ export const DEFAULTS = Object.freeze({
   listFetchConcurrency: 4,
 
   /** How many entries the snapshot builder inserts before yielding to the event loop. */
-  snapshotBuildSliceEntries: 50_000,
+  snapshotBuildSliceEntries: 4_096,
 
   /** Longest name accepted anywhere (RFC 1035: 255 octets on the wire, 253 in text). */
   nameMaxLength: 253,

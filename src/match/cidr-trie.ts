@@ -48,7 +48,7 @@ export class CidrTrie {
       if (next === NO_NODE) {
         next = this.allocate();
         // allocate() may have grown (replaced) the arrays
-        (bitAt(words, i) === 0 ? this.left : this.right)[node] = next;
+        children[node] = next;
       }
       node = next;
     }

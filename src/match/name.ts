@@ -14,6 +14,8 @@ import { PortcullisError } from '../errors.js';
  */
 
 const CODE_DOT = 0x2e;
+/** Characters IDNA (UTS #46) maps to a full stop: ideographic, full-width and half-width. */
+const IDNA_DOTS = /[\u3002\uff0e\uff61]/g;
 
 /** True when every character is already in the normalised alphabet (a-z 0-9 - _ . *). */
 function isPlainLowerAscii(name: string): boolean {
@@ -31,6 +33,15 @@ function isAscii(name: string): boolean {
   return true;
 }
 
+/**
+ * IDNA ToASCII, or '' when refused. node:url runs the name through the URL host parser, which
+ * cuts it at / ? # \\, drops tabs and newlines and percent-decodes: `ü.a/b.kakao.com` would come
+ * back as `xn--tda.a`. A name holding any of those is refused instead.
+ */
+function idnaToAscii(name: string): string {
+  return /[\t\n\r#%/?\\]/.test(name) ? '' : domainToASCII(name);
+}
+
 function stripTrailingDots(name: string): string {
   let end = name.length;
   while (end > 0 && name.charCodeAt(end - 1) === CODE_DOT) end--;
@@ -44,9 +55,10 @@ export function normalizeQueryName(input: string): string | null {
   if (isAscii(name)) return name.toLowerCase();
   // Non-ASCII: IDNA maps full-width dots, compatibility forms and case the way resolvers and
   // TLS stacks do, so `ｋａｋａｏ。com` is seen as kakao.com. When IDNA refuses the name we still
-  // lower-case it so a suffix rule keeps matching on its ASCII labels.
-  const ascii = domainToASCII(name);
-  name = ascii === '' ? name.toLowerCase() : ascii;
+  // lower-case it so a suffix rule keeps matching on its ASCII labels; the IDNA label
+  // separators (。．｡) still separate labels there, or `x\0。kakao.com` would slip past.
+  const ascii = idnaToAscii(name);
+  name = ascii === '' ? name.replace(IDNA_DOTS, '.').toLowerCase() : ascii;
   name = stripTrailingDots(name);
   return name.length === 0 ? null : name;
 }
@@ -109,7 +121,7 @@ export function parseRuleName(input: string): string {
   const text = input.trim();
   const name = normalizeQueryName(text);
   if (name === null) throw invalidName(input, 'empty');
-  if (!isAscii(text) && domainToASCII(stripTrailingDots(text)) === '') throw invalidName(input, 'idna');
+  if (!isAscii(text) && idnaToAscii(stripTrailingDots(text)) === '') throw invalidName(input, 'idna');
   const problem = nameProblem(name);
   if (problem !== null) throw invalidName(input, problem);
   return name;

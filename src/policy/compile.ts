@@ -93,7 +93,7 @@ export interface ListEntries {
  * second or so of CPU and must not stall the DNS and proxy listeners meanwhile.
  */
 export async function compileLists(lists: readonly ListEntries[]): Promise<RuleIndex> {
-  const builder = new RuleIndexBuilder();
+  const builder = new RuleIndexBuilder(lists.reduce((n, l) => n + l.suffix.length + l.exact.length + l.allowSuffix.length, 0));
   for (const list of lists) {
     const origin = `list:${list.name}`;
     const make = (action: Action, kind: CompiledRule['kind']): number =>

@@ -1,5 +1,6 @@
 import { DEFAULTS } from '../config/defaults.js';
 import { CidrTrie } from '../match/cidr-trie.js';
+import { NameFilter, reverseNameHash } from '../match/name-filter.js';
 import type { ParsedCidr } from '../match/ip.js';
 import type { CompiledRule } from './rule.js';
 
@@ -12,8 +13,20 @@ export interface RuleIndex {
   readonly rules: readonly CompiledRule[];
   /** How many entries (names, prefixes) each rule holds; for counts per app. */
   readonly entryCounts: readonly number[];
-  readonly suffix: ReadonlyMap<string, number>;
-  readonly exact: ReadonlyMap<string, number>;
+  /**
+   * Name keys, sharded by their reverse hash (shard = hash & shardMask). Many small maps
+   * instead of one big one: a Map grows by rehashing all of itself at once, and at a million
+   * keys that single step would stall the event loop for a hundred milliseconds.
+   */
+  readonly suffix: readonly ReadonlyMap<string, number>[];
+  readonly exact: readonly ReadonlyMap<string, number>[];
+  readonly shardMask: number;
+  /** Filters over the keys of `suffix` and `exact` (see match/name-filter.ts). */
+  readonly suffixFilter: NameFilter;
+  readonly exactFilter: NameFilter;
+  readonly nameCount: number;
+  /** Bit n-1 set when some key has n labels (bit 31: 32 or more): levels with none are skipped. */
+  readonly labelCounts: number;
   readonly v4: CidrTrie;
   readonly v6: CidrTrie;
   readonly groups: readonly (readonly number[])[];
@@ -22,11 +35,28 @@ export interface RuleIndex {
 export class RuleIndexBuilder {
   private readonly rules: CompiledRule[] = [];
   private readonly entryCounts: number[] = [];
-  private readonly suffix = new Map<string, number>();
-  private readonly exact = new Map<string, number>();
+  private readonly suffix: Map<string, number>[];
+  private readonly exact: Map<string, number>[];
+  private readonly shardMask: number;
+  private suffixFilter: NameFilter;
+  private exactFilter: NameFilter;
+  private labelCounts = 0;
+  private suffixCount = 0;
+  private exactCount = 0;
   private readonly v4 = new CidrTrie(32);
   private readonly v6 = new CidrTrie(128);
   private readonly groups: number[][] = [];
+
+  /** `expectedNames` sizes the shards and filters; a small index may leave it out. */
+  constructor(expectedNames = 0) {
+    let shards = 1;
+    while (shards * SHARD_TARGET_KEYS < expectedNames) shards *= 2;
+    this.shardMask = shards - 1;
+    this.suffix = Array.from({ length: shards }, () => new Map<string, number>());
+    this.exact = Array.from({ length: shards }, () => new Map<string, number>());
+    this.suffixFilter = new NameFilter(expectedNames);
+    this.exactFilter = new NameFilter(0);
+  }
 
   addRule(rule: CompiledRule): number {
     this.rules.push(rule);
@@ -45,12 +75,27 @@ export class RuleIndexBuilder {
   }
 
   addName(name: string, match: 'suffix' | 'exact', ruleIndex: number): void {
-    const map = match === 'suffix' ? this.suffix : this.exact;
+    this.addHashedName(name, reverseNameHash(name), match, ruleIndex);
+  }
+
+  private addHashedName(name: string, hash: number, match: 'suffix' | 'exact', ruleIndex: number): void {
+    const map = (match === 'suffix' ? this.suffix : this.exact)[hash & this.shardMask]!;
     const existing = map.get(name);
     const merged = this.merge(existing, ruleIndex);
     if (merged === existing) return;
     map.set(name, merged);
     this.entryCounts[ruleIndex]!++;
+    if (existing !== undefined) return;
+    this.labelCounts |= labelCountBit(name);
+    if (match === 'suffix') {
+      this.suffixCount++;
+      if (!this.suffixFilter.fits(this.suffixCount)) this.suffixFilter = this.refill(this.suffix, this.suffixCount);
+      this.suffixFilter.add(hash);
+    } else {
+      this.exactCount++;
+      if (!this.exactFilter.fits(this.exactCount)) this.exactFilter = this.refill(this.exact, this.exactCount);
+      this.exactFilter.add(hash);
+    }
   }
 
   addCidr(cidr: ParsedCidr, ruleIndex: number): void {
@@ -65,14 +110,34 @@ export class RuleIndexBuilder {
 
   /**
    * Adds many names in slices, yielding to the event loop between slices so a million-entry
-   * list never stalls queries being answered meanwhile.
+   * list never stalls queries being answered meanwhile. Names go in shard by shard: filled
+   * evenly, every shard would double (and rehash) in the same slice, which together is as
+   * long a pause as one big map's rehash.
    */
   async addNamesSliced(names: readonly string[], match: 'suffix' | 'exact', ruleIndex: number): Promise<void> {
     const slice = DEFAULTS.snapshotBuildSliceEntries;
+    const hashes = new Int32Array(names.length);
+    const shardStarts = new Int32Array(this.shardMask + 2);
     for (let start = 0; start < names.length; start += slice) {
       const end = Math.min(names.length, start + slice);
-      for (let i = start; i < end; i++) this.addName(names[i]!, match, ruleIndex);
-      if (end < names.length) await yieldToEventLoop();
+      for (let i = start; i < end; i++) {
+        const hash = reverseNameHash(names[i]!);
+        hashes[i] = hash;
+        shardStarts[(hash & this.shardMask) + 1]!++;
+      }
+      await yieldToEventLoop();
+    }
+    for (let shard = 1; shard < shardStarts.length; shard++) shardStarts[shard]! += shardStarts[shard - 1]!;
+    const order = new Int32Array(names.length);
+    const next = shardStarts.slice(0, -1);
+    for (let i = 0; i < names.length; i++) order[next[hashes[i]! & this.shardMask]!++] = i;
+    for (let start = 0; start < order.length; start += slice) {
+      const end = Math.min(order.length, start + slice);
+      for (let k = start; k < end; k++) {
+        const i = order[k]!;
+        this.addHashedName(names[i]!, hashes[i]!, match, ruleIndex);
+      }
+      if (end < order.length) await yieldToEventLoop();
     }
   }
 
@@ -91,10 +156,25 @@ export class RuleIndexBuilder {
       entryCounts: this.entryCounts,
       suffix: this.suffix,
       exact: this.exact,
+      shardMask: this.shardMask,
+      suffixFilter: this.suffixFilter,
+      exactFilter: this.exactFilter,
+      nameCount: this.suffixCount + this.exactCount,
+      labelCounts: this.labelCounts,
       v4: this.v4,
       v6: this.v6,
       groups: this.groups,
     };
+  }
+
+  /**
+   * A filter outgrown by unannounced keys is rebuilt twice as large. Only small indexes get
+   * here: large ones are announced to the constructor.
+   */
+  private refill(shards: readonly Map<string, number>[], count: number): NameFilter {
+    const filter = new NameFilter(count * 2);
+    for (const map of shards) for (const key of map.keys()) filter.add(reverseNameHash(key));
+    return filter;
   }
 
   /** Returns the reference for `existing` plus `ruleIndex`; the same reference when already there. */
@@ -111,6 +191,15 @@ export class RuleIndexBuilder {
     return existing;
   }
 }
+
+export function labelCountBit(name: string): number {
+  let labels = 1;
+  for (let i = 0; i < name.length && labels < 32; i++) if (name.charCodeAt(i) === 0x2e) labels++;
+  return 1 << (labels - 1);
+}
+
+/** Keys per shard the builder aims for: a shard's rehash stays well under a millisecond. */
+const SHARD_TARGET_KEYS = 16_384;
 
 export const EMPTY_INDEX: RuleIndex = new RuleIndexBuilder().build();
 

@@ -1,6 +1,7 @@
 import type { AppId } from '../catalog/index.js';
 import { formatCidr, maskWords, parseIp, type ParsedCidr, type ParsedIp } from '../match/ip.js';
-import { normalizeQueryName, parentSuffixStart } from '../match/name.js';
+import { normalizeQueryName } from '../match/name.js';
+import { nextReverseHash, REVERSE_HASH_START } from '../match/name-filter.js';
 import { PortSet, type Protocol } from '../match/ports.js';
 import type { CompiledRule, Layer } from './rule.js';
 import type { RuleIndex } from './rule-index.js';
@@ -41,8 +42,6 @@ export interface SnapshotParts {
   lists: RuleIndex;
   apps: AppState;
 }
-
-const NO_MATCH = -1;
 
 // Scratch space for address lookups: decide() runs to completion synchronously, so one set of
 // buffers serves every call without allocating.
@@ -110,15 +109,16 @@ export class PolicySnapshot {
     if (query.name !== undefined && query.name !== null) {
       const name = normalizeQueryName(query.name);
       if (name !== null) {
-        let start = 0;
-        while (start !== NO_MATCH) {
-          const key = start === 0 ? name : name.slice(start);
-          nameHit = this.matchNameLevel(key, start === 0);
+        const levels = suffixLevels(name);
+        // Most specific level first: the full name, then each parent on a label boundary.
+        for (let level = levels - 1; level >= 0; level--) {
+          const start = levelStarts[level]!;
+          // level n holds the last n + 1 labels
+          nameHit = this.matchNameLevel(name, start, levelHashes[level]!, 1 << Math.min(level, 31));
           if (nameHit !== null) {
-            nameKey = key;
+            nameKey = start === 0 ? name : name.slice(start);
             break;
           }
-          start = parentSuffixStart(name, start);
         }
       }
     }
@@ -165,10 +165,10 @@ export class PolicySnapshot {
   }
 
   /** The rule deciding one name level across both indexes: an allow before any block. */
-  private matchNameLevel(key: string, isFullName: boolean): CompiledRule | null {
-    const overlay = matchName(this.overlay, this.overlayActive, key, isFullName);
+  private matchNameLevel(name: string, start: number, hash: number, labelBit: number): CompiledRule | null {
+    const overlay = (this.overlay.labelCounts & labelBit) === 0 ? null : matchName(this.overlay, this.overlayActive, name, start, hash);
     if (overlay !== null && overlay.action === 'allow') return overlay;
-    const lists = matchName(this.lists, this.listsActive, key, isFullName);
+    const lists = (this.lists.labelCounts & labelBit) === 0 ? null : matchName(this.lists, this.listsActive, name, start, hash);
     if (lists !== null && lists.action === 'allow') return lists;
     return overlay ?? lists;
   }
@@ -205,18 +205,47 @@ export class PolicySnapshot {
   }
 }
 
-function matchName(index: RuleIndex, active: Uint8Array, key: string, isFullName: boolean): CompiledRule | null {
+function matchName(index: RuleIndex, active: Uint8Array, name: string, start: number, hash: number): CompiledRule | null {
+  const maySuffix = index.suffixFilter.mayHave(hash);
+  const mayExact = start === 0 && index.exactFilter.mayHave(hash);
+  if (!maySuffix && !mayExact) return null;
+  const key = start === 0 ? name : name.slice(start);
+  const shard = hash & index.shardMask;
   let exact: CompiledRule | null = null;
-  if (isFullName && index.exact.size > 0) {
-    const ref = index.exact.get(key);
+  if (mayExact) {
+    const ref = index.exact[shard]!.get(key);
     if (ref !== undefined) exact = pick(index, active, ref, null, null, 'tcp', EMPTY_PORTS);
     if (exact !== null && exact.action === 'allow') return exact;
   }
-  const ref = index.suffix.get(key);
+  const ref = maySuffix ? index.suffix[shard]!.get(key) : undefined;
   const suffix = ref === undefined ? null : pick(index, active, ref, null, null, 'tcp', EMPTY_PORTS);
   if (suffix !== null && suffix.action === 'allow') return suffix;
   return exact ?? suffix;
 }
+
+/**
+ * Fills levelStarts/levelHashes with where each suffix of `name` starts and its reverse hash,
+ * from the last label (index 0) to the whole name; returns how many. Names with more labels
+ * than any rule can have (127) keep only their last 128 suffixes: deeper ones match nothing.
+ */
+function suffixLevels(name: string): number {
+  let hash = REVERSE_HASH_START;
+  let count = 0;
+  for (let i = name.length - 1; i >= 0 && count < MAX_LEVELS; i--) {
+    hash = nextReverseHash(hash, name.charCodeAt(i));
+    if (i === 0 || name.charCodeAt(i - 1) === CODE_DOT) {
+      levelStarts[count] = i;
+      levelHashes[count] = hash;
+      count++;
+    }
+  }
+  return count;
+}
+
+const CODE_DOT = 0x2e;
+const MAX_LEVELS = 128;
+const levelStarts = new Int32Array(MAX_LEVELS);
+const levelHashes = new Int32Array(MAX_LEVELS);
 
 const EMPTY_PORTS: ReadonlyMap<AppId, PortSet> = new Map();
 
