@@ -32,7 +32,7 @@ function rssMb(): number {
 function randomLabel(rng: () => number, min: number, max: number): string {
   const len = min + Math.floor(rng() * (max - min + 1));
   let s = '';
-  for (let i = 0; i < len; i++) s += 'abcdefghijklmnopqrstuvwxyz0123456789'[Math.floor(rng() * 36)];
+  for (let i = 0; i < len; i++) s += 'abcdefghijklmnopqrstuvwxyz0123456789'.charAt(Math.floor(rng() * 36));
   return s;
 }
 

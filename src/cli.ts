@@ -235,8 +235,11 @@ async function commandStart(args: Args): Promise<number> {
   const gateway = await startGateway(config, logger);
   logger.info({ config: config.source, version: gateway.engine.version, apps: [...gateway.engine.current.apps.enabled] }, 'portcullis started');
   return new Promise<number>((resolve) => {
+    // Holds the process open until a stop signal, whatever listeners are configured.
+    const keepAlive = setInterval(() => undefined, 2 ** 30);
     const stop = (signal: string): void => {
       logger.info({ signal }, 'stopping');
+      clearInterval(keepAlive);
       void gateway.close().then(() => {
         resolve(EXIT_OK);
       });

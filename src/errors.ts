@@ -3,7 +3,6 @@
  * Callers branch on `err.code`. Each code is documented in docs/errors.md (a unit test checks).
  */
 export const ERROR_CODES = [
-  'PCL_ERR_CONFIG_READ',
   'PCL_ERR_CONFIG_PARSE',
   'PCL_ERR_CONFIG_INVALID',
   'PCL_ERR_CATALOG_INVALID',
@@ -13,9 +12,7 @@ export const ERROR_CODES = [
   'PCL_ERR_INVALID_NAME',
   'PCL_ERR_INVALID_CIDR',
   'PCL_ERR_INVALID_PORT',
-  'PCL_ERR_INVALID_TARGET',
   'PCL_ERR_UNKNOWN_APP',
-  'PCL_ERR_USAGE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -20,6 +20,8 @@ export const DEFAULTS = Object.freeze({
   listFetchTimeoutMs: 30_000,
   listRefreshMinMs: 60_000,
   listRefreshDefaultMs: 24 * 60 * 60 * 1000,
+  /** Longest refresh a timer can wait: setTimeout fires at once beyond 2^31-1 ms (~24.8 d). */
+  listRefreshMaxMs: 24 * 24 * 60 * 60 * 1000,
   listMaxEntries: 5_000_000,
   /** Parallel list downloads at once, so a long list of URLs does not open every socket together. */
   listFetchConcurrency: 4,

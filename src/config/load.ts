@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { TObject, TSchema } from '@sinclair/typebox';
-import { configInvalid, errorMessage } from '../errors.js';
+import { configInvalid, errorMessage, isPortcullisError } from '../errors.js';
 import { parseCidr } from '../match/ip.js';
 import { tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
@@ -176,6 +176,7 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
     }
     const refreshMs = spec.refresh === undefined ? DEFAULTS.listRefreshDefaultMs : parseDurationMs(spec.refresh);
     if (refreshMs < DEFAULTS.listRefreshMinMs) report(['policy', 'lists', i, 'refresh'], `refresh must be at least ${DEFAULTS.listRefreshMinMs / 1000}s`);
+    if (refreshMs > DEFAULTS.listRefreshMaxMs) report(['policy', 'lists', i, 'refresh'], `refresh must be at most ${DEFAULTS.listRefreshMaxMs / 86_400_000}d`);
     const name = spec.name ?? listName(spec.source);
     if (names.has(name)) report(['policy', 'lists', i], `two lists are named "${name}"`);
     names.add(name);
@@ -217,6 +218,10 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
     try {
       source = parseYaml(file, text);
     } catch (e: unknown) {
+      // A syntax error carries its line; report it as a location, not inside the message.
+      if (isPortcullisError(e) && typeof e.details.line === 'number' && typeof e.details.reason === 'string') {
+        return { config: null, problems: [{ file, line: e.details.line, message: e.details.reason }] };
+      }
       return { config: null, problems: [{ file, message: errorMessage(e) }] };
     }
     if (source.value === null || source.value === undefined) source = { ...source, value: {} };

@@ -22,8 +22,9 @@ export function parseYaml(file: string, text: string): YamlSource {
   const firstError = doc.errors[0];
   if (firstError !== undefined) {
     const line = lineCounter.linePos(firstError.pos[0]).line;
-    throw new PortcullisError('PCL_ERR_CONFIG_PARSE', `${file}:${line}: ${firstError.message.split('\n')[0] ?? 'YAML syntax error'}`, {
-      details: { file, line },
+    const reason = firstError.message.split('\n')[0] ?? 'YAML syntax error';
+    throw new PortcullisError('PCL_ERR_CONFIG_PARSE', `${file}:${line}: ${reason}`, {
+      details: { file, line, reason },
     });
   }
   return {
@@ -64,6 +65,9 @@ const UNION = 62;
 function describe(error: ValueError): { path: string; message: string } {
   if (error.type === UNEXPECTED_PROPERTY) return { path: error.path, message: 'unknown key' };
   if (error.type === UNION) {
+    // A union of literals is a closed set (app ids, scopes, actions): name the choices.
+    const choices = literalChoices(error.schema);
+    if (choices !== null) return { path: error.path, message: `must be one of ${choices.join(', ')} (got ${JSON.stringify(error.value) ?? 'nothing'})` };
     // Report the variant that got furthest into the value: that is the one the author meant.
     let best: ValueError | undefined;
     for (const variant of error.errors) {
@@ -74,6 +78,17 @@ function describe(error: ValueError): { path: string; message: string } {
     return { path: error.path, message: `has the wrong type (${describeValue(error.value)})` };
   }
   return { path: error.path, message: error.message.replace(/^Expected/, 'expected') };
+}
+
+function literalChoices(schema: TSchema): string[] | null {
+  const variants: unknown = (schema as { anyOf?: unknown }).anyOf;
+  if (!Array.isArray(variants) || variants.length === 0) return null;
+  const choices: string[] = [];
+  for (const variant of variants as { const?: unknown }[]) {
+    if (typeof variant.const !== 'string') return null;
+    choices.push(variant.const);
+  }
+  return choices;
 }
 
 function describeValue(value: unknown): string {

@@ -85,6 +85,8 @@ export function detectFormat(text: string): ListFormat {
 function stripComment(line: string, format: ListFormat): string {
   const first = line.charCodeAt(0);
   if (first === 0x23 /* # */ || (format === 'adblock' && first === 0x21) /* ! */) return '';
+  // `[Adblock Plus 2.0]`: the adblock header names the syntax; it is not a rule.
+  if (format === 'adblock' && first === 0x5b /* [ */ && line.endsWith(']')) return '';
   // Adblock rules may contain '#' (cosmetic rules) and are dropped elsewhere; other formats
   // allow a trailing comment after whitespace.
   if (format !== 'adblock') {
@@ -94,8 +96,12 @@ function stripComment(line: string, format: ListFormat): string {
   return line;
 }
 
+function overCap(maxEntries: number): string {
+  return `list holds more than ${maxEntries} entries`;
+}
+
 /** Parses one line into `out`; returns a reason when the line is not a rule. */
-function parseLine(line: string, format: ListFormat, out: ParsedList): string | null {
+function parseLine(line: string, format: ListFormat, out: ParsedList, maxEntries: number): string | null {
   switch (format) {
     case 'hosts': {
       const tokens = line.split(/\s+/);
@@ -105,6 +111,8 @@ function parseLine(line: string, format: ListFormat, out: ParsedList): string | 
         if (HOSTS_SELF_NAMES.has(token.toLowerCase())) continue;
         const name = tryParseRuleName(token);
         if (name === null) return `"${token}" is not a valid name`;
+        // One line may carry any number of names: keep to the cap name by name.
+        if (entryCount(out) >= maxEntries) return overCap(maxEntries);
         out.exact.push(name);
       }
       return null;
@@ -194,7 +202,7 @@ export async function parseList(
     const line = stripComment(text.slice(start, end).trim(), resolved);
     start = end + 1;
     if (line !== '') {
-      const reason = entryCount(out) >= maxEntries ? `list holds more than ${maxEntries} entries` : parseLine(line, resolved, out);
+      const reason = entryCount(out) >= maxEntries ? overCap(maxEntries) : parseLine(line, resolved, out, maxEntries);
       if (reason !== null) {
         out.skippedCount++;
         if (out.skipped.length < SKIPPED_KEPT) out.skipped.push({ line: lineNumber, text: line.slice(0, 200), reason });

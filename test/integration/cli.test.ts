@@ -1,0 +1,174 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+let dir = '';
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-cli-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function run(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, env: { PATH: process.env.PATH ?? '', ...env }, encoding: 'utf8', timeout: 15_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('portcullis check', () => {
+  it.each([
+    ['talk-pilsner.kakao.com', 3, 'kakaotalk', 'domain:kakao.com', 'dns'],
+    ['legy-jp.line-apps.com:443', 3, 'line', 'domain:line-apps.com', 'dns'],
+    ['147.92.150.1', 3, 'line', 'cidr:147.92.128.0/17', 'ip'],
+    ['[2400:dcc0::1]:443', 3, 'line', 'cidr:2400:dcc0::/32', 'ip'],
+    ['notkakao.com', 0, null, null, 'dns'],
+    ['www.naver.com', 0, null, null, 'dns'],
+    ['api.push.apple.com', 0, null, null, 'dns'],
+    ['www.didiglobal.com', 0, null, null, 'dns'],
+  ])('%s exits %i', (target, code, app, rule, layer) => {
+    const result = run(['check', target, '--json']);
+    expect(result.code, result.stderr).toBe(code);
+    expect(JSON.parse(result.stdout)).toEqual({ target, verdict: code === 3 ? 'block' : 'allow', app, rule, layer });
+  });
+
+  it('prints a readable verdict without --json', () => {
+    const result = run(['check', 'talk-pilsner.kakao.com']);
+    expect(result.code).toBe(3);
+    expect(result.stdout).toMatch(/blocked: talk-pilsner\.kakao\.com: kakaotalk \(domain:kakao\.com/);
+  });
+
+  it('exits 1 on a target that is neither a name nor an address', () => {
+    for (const target of ['bad..name', 'a b', 'host:99999']) {
+      const result = run(['check', target]);
+      expect(result.code, target).toBe(1);
+      expect(result.stderr).not.toBe('');
+    }
+    expect(run(['check']).code).toBe(1);
+  });
+
+  it('follows the config: an app left out of policy.apps is not blocked', async () => {
+    const config = join(dir, 'kakao-only.yaml');
+    await writeFile(config, 'policy:\n  apps: [kakaotalk]\n');
+    expect(run(['check', 'legy-jp.line-apps.com', '--config', config]).code).toBe(0);
+    expect(run(['check', 'talk.kakao.com', '--config', config]).code).toBe(3);
+    expect(run(['check', 'talk.kakao.com'], { PORTCULLIS_POLICY_APPS: 'line' }).code).toBe(0);
+  });
+
+  it('applies local extra lists, with an app tag', async () => {
+    const listFile = join(dir, 'didi.txt');
+    await writeFile(listFile, '# operator-verified Didi endpoints\ndidi-chat.example\n');
+    const config = join(dir, 'lists.yaml');
+    await writeFile(config, `policy:\n  lists:\n    - { source: ${listFile}, app: didi }\n`);
+    const result = run(['check', 'x.didi-chat.example', '--config', config, '--json']);
+    expect(result.code).toBe(3);
+    expect(JSON.parse(result.stdout)).toMatchObject({ app: 'didi', rule: 'domain:didi-chat.example' });
+  });
+});
+
+describe('portcullis validate', () => {
+  it('accepts the defaults', () => {
+    const result = run(['validate']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/valid/);
+  });
+
+  it('names the file, line and field of an unknown key', async () => {
+    const config = join(dir, 'unknown.yaml');
+    await writeFile(config, 'dns:\n  listen: 127.0.0.1:5353\n  upstream: [1.1.1.1:53]\n');
+    const result = run(['validate', '--config', config]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${config}:3 (dns.upstream): unknown key`);
+  });
+
+  it('names the file, line and field of a bad CIDR', async () => {
+    const config = join(dir, 'cidr.yaml');
+    await writeFile(config, 'proxy:\n  allowedUpstreamNetworks:\n    - 10.0.0.0/8\n    - 10.20.0.0/33\n');
+    const result = run(['validate', '--config', config]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${config}:4 (proxy.allowedUpstreamNetworks[1])`);
+    expect(result.stderr).toMatch(/10\.20\.0\.0\/33/);
+  });
+
+  it('names the list file and line of a bad list entry', async () => {
+    const listFile = join(dir, 'bad-list.txt');
+    await writeFile(listFile, 'good.example\nbad..example\n');
+    const config = join(dir, 'badlist.yaml');
+    await writeFile(config, `policy:\n  lists: [${listFile}]\n`);
+    const result = run(['validate', '--config', config]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${listFile}:2`);
+  });
+
+  it('reports a missing config file', () => {
+    const result = run(['validate', '--config', join(dir, 'nope.yaml')]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/nope\.yaml: cannot read/);
+  });
+});
+
+describe('portcullis apps', () => {
+  it('lists the five apps and says which have no verified endpoints', () => {
+    const result = run(['apps']);
+    expect(result.code).toBe(0);
+    for (const id of ['kakaotalk', 'line', 'didi', 'talkbox', 'vower']) expect(result.stdout).toMatch(new RegExp(`^${id}\\s`, 'm'));
+    expect(result.stdout).toMatch(/^didi .*no verified endpoints/m);
+  });
+
+  it('--json gives ids, enabled state and rule counts', () => {
+    const result = run(['apps', '--json']);
+    const apps = JSON.parse(result.stdout) as { id: string; enabled: boolean; rules: { domains: number; cidrs: number; ports: number }; coverage: string }[];
+    expect(apps.map((a) => a.id)).toEqual(['kakaotalk', 'line', 'didi', 'talkbox', 'vower']);
+    expect(apps.every((a) => a.enabled)).toBe(true);
+    expect(apps.find((a) => a.id === 'line')!.rules.cidrs).toBeGreaterThan(10);
+    expect(apps.find((a) => a.id === 'vower')!.coverage).toBe('none');
+  });
+});
+
+describe('portcullis start', () => {
+  it('logs JSON, reloads on SIGHUP and exits 0 on SIGTERM', async () => {
+    const config = join(dir, 'start.yaml');
+    await writeFile(config, `store:\n  path: ${join(dir, 'data')}\n`);
+    const child = spawn(process.execPath, [CLI, 'start', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: Record<string, unknown>[] = [];
+    const waitFor = (msg: string): Promise<Record<string, unknown>> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`no "${msg}" log line; got ${JSON.stringify(lines)}`));
+        }, 10_000);
+        const check = (): void => {
+          const found = lines.find((l) => l.msg === msg);
+          if (found !== undefined) {
+            clearTimeout(timer);
+            resolve(found);
+          } else setTimeout(check, 20);
+        };
+        check();
+      });
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const started = await waitFor('portcullis started');
+    expect(started.apps).toEqual(expect.arrayContaining(['kakaotalk', 'line']));
+    await writeFile(config, `store:\n  path: ${join(dir, 'data')}\npolicy:\n  apps: [kakaotalk]\n`);
+    child.kill('SIGHUP');
+    const reloaded = await waitFor('reloaded');
+    expect(reloaded.version).toBeGreaterThan(started.version as number);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it('refuses to start on an invalid config, exit 1', async () => {
+    const config = join(dir, 'broken.yaml');
+    await writeFile(config, 'dns:\n  listen: nowhere\n');
+    const result = run(['start', '--config', config]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/dns\.listen/);
+  });
+});
