@@ -1,4 +1,5 @@
 import { DEFAULTS } from '../config/defaults.js';
+import { errorMessage } from '../errors.js';
 import { isIP } from 'node:net';
 import { parseCidr, type ParsedCidr } from '../match/ip.js';
 import { tryParseRuleName } from '../match/name.js';
@@ -131,8 +132,8 @@ function parseLine(line: string, format: ListFormat, out: ParsedList, maxEntries
       try {
         out.cidrs.push(parseCidr(line));
         return null;
-      } catch {
-        return `"${line}" is not a valid address or CIDR`;
+      } catch (e: unknown) {
+        return errorMessage(e);
       }
     }
   }

@@ -147,6 +147,11 @@ export class ListManager extends EventEmitter<{ update: [ListEntries[]] }> {
       return true;
     } catch (e: unknown) {
       list.status.lastError = errorMessage(e);
+      // Forget the validators: they may name the version that just failed, and "unchanged"
+      // must never hide (or appear to clear) a failure. The next load reads in full.
+      list.etag = null;
+      list.lastModified = null;
+      list.mtimeMs = -1;
       if (list.parsed === null && list.config.isRemote) {
         const cached = await readFile(this.cachePath(list), 'utf8').catch(() => null);
         if (cached !== null) {

@@ -48,7 +48,7 @@ export class CidrTrie {
       if (next === NO_NODE) {
         next = this.allocate();
         // allocate() may have grown (replaced) the arrays
-        children[node] = next;
+        (bitAt(words, i) === 0 ? this.left : this.right)[node] = next;
       }
       node = next;
     }
@@ -95,7 +95,7 @@ export class CidrTrie {
       if (r !== NO_NODE) {
         words[wordIndex] = (words[wordIndex]! | mask) >>> 0;
         walk(r, depth + 1);
-        words[wordIndex] = (words[wordIndex]! & ~mask) >>> 0;
+        words[wordIndex] = (words[wordIndex] & ~mask) >>> 0;
       }
     };
     walk(0, 0);

@@ -176,9 +176,9 @@ describe('parseList: cidr', () => {
     const list = await parse(['10.0.0.1/8', '10.0.0.0/33', 'kakao.com', '1.2.3.4 5.6.7.8', '198.51.100.0/24'].join('\n'), 'cidr');
     expect(cidrsOf(list)).toEqual(['198.51.100.0/24']);
     expect(skipsOf(list)).toEqual([
-      [1, '"10.0.0.1/8" is not a valid address or CIDR'],
-      [2, '"10.0.0.0/33" is not a valid address or CIDR'],
-      [3, '"kakao.com" is not a valid address or CIDR'],
+      [1, '"10.0.0.1/8" is not a valid CIDR: host bits are set; did you mean 10.0.0.0/8?'],
+      [2, '"10.0.0.0/33" is not a valid CIDR: prefix length is above 32'],
+      [3, '"kakao.com" is not a valid CIDR: address is not a valid IPv4 or IPv6 address'],
       [4, 'expected one address or prefix per line'],
     ]);
   });

@@ -205,7 +205,7 @@ describe('CidrTrie', () => {
             expect(listed).toEqual(reference);
           },
         ),
-        { numRuns: 2 },
+        { numRuns: 2, endOnFailure: true },
       );
     });
   });
