@@ -29,9 +29,52 @@ export const DEFAULTS = Object.freeze({
   /** How many entries the snapshot builder inserts before yielding to the event loop. */
   snapshotBuildSliceEntries: 4_096,
 
+  /** DNS answer cache: entries and bytes, TTL bounds (RFC 2308 negative caching, RFC 8767 serve-stale). */
+  cacheMaxEntries: 100_000,
+  cacheMaxBytes: 64 * 1024 * 1024,
+  cacheMaxTtlSec: 86_400,
+  cacheMinTtlSec: 0,
+  cacheNegativeMaxTtlSec: 3_600,
+  cacheStaleMaxSec: 86_400,
+  cacheStaleAnswerTtlSec: 30,
+
+  /** DNS listener defaults (dns.* config keys). */
+  dnsBlockMode: 'nxdomain' as 'nxdomain' | 'null' | 'refused',
+  dnsNegativeTtlSec: 60,
+  dnsRateLimitPerSec: 200,
+  dnsRateLimitBurst: 400,
+  dnsRateLimitMaxClients: 100_000,
+  /** RFC 7766 6.2.3: idle TCP connections closed after this long. */
+  dnsTcpIdleTimeoutMs: 10_000,
+  dnsTcpMaxConnections: 1_000,
+  dnsTcpMaxPipelined: 100,
+  dnsDohPath: '/dns-query',
+
   /** Longest name accepted anywhere (RFC 1035: 255 octets on the wire, 253 in text). */
   nameMaxLength: 253,
   labelMaxLength: 63,
+
+  /** Upstream pool (dns/upstream.ts). Exchanges with upstreams in flight at once; beyond it a query fails at once. */
+  dnsMaxInflight: 10_000,
+  /** Callers sharing one in-flight question (dedup); beyond it a caller fails at once. */
+  dnsMaxWaitersPerQuestion: 1_000,
+  /** One UDP attempt waits this long before the question goes to another upstream. */
+  upstreamTimeoutMs: 1_000,
+  /** Whole question, all attempts: the resolver can still answer SERVFAIL within 2 s. */
+  upstreamDeadlineMs: 1_800,
+  /** Upstream attempts per question (probes of a down upstream not counted). */
+  upstreamMaxAttempts: 3,
+  /** Consecutive failures that mark an upstream down (CoreDNS forward's max_fails). */
+  upstreamMaxFails: 3,
+  /** Long-lived UDP sockets (each its own random source port) per upstream. */
+  upstreamSocketsPerUpstream: 4,
+  /** EDNS UDP payload size we advertise upstream (DNS flag day 2020). */
+  upstreamEdnsUdpSize: 1_232,
+  /** TCP retry after TC=1: time to connect, and time for the whole exchange. */
+  upstreamTcpConnectTimeoutMs: 1_000,
+  upstreamTcpTimeoutMs: 1_500,
+  /** Largest response read over TCP (the 2-byte length prefix allows no more). */
+  upstreamTcpMaxMessageBytes: 65_535,
 });
 
 export type Defaults = typeof DEFAULTS;

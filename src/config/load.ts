@@ -4,12 +4,12 @@ import { createHash } from 'node:crypto';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { TObject, TSchema } from '@sinclair/typebox';
 import { configInvalid, errorMessage, isPortcullisError } from '../errors.js';
-import { parseCidr } from '../match/ip.js';
+import { maskWords, parseCidr, parseIp } from '../match/ip.js';
 import { tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
 import { parseHostPort } from './address.js';
 import { DEFAULTS } from './defaults.js';
-import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type ListConfig } from './schema.js';
+import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig } from './schema.js';
 import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
@@ -124,6 +124,19 @@ export function parseDurationMs(value: string | number): number {
   return Number(match[1]) * unit;
 }
 
+/** Loopback, RFC 1918, ULA and link-local listen addresses are private; 0.0.0.0 and :: are not. */
+function isPrivateListenHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  const ip = parseIp(host);
+  if (ip === null) return false;
+  return ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '::1/128', 'fc00::/7', 'fe80::/10'].some((text) => {
+    const cidr = parseCidr(text);
+    if (cidr.family !== ip.family) return false;
+    const masked = maskWords(ip.words, cidr.prefix);
+    return masked.every((word, i) => word === cidr.words[i]);
+  });
+}
+
 function listName(source: string): string {
   const base = basename(source.split('?')[0] ?? source).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40);
   const hash = createHash('sha256').update(source).digest('hex').slice(0, 8);
@@ -143,6 +156,25 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
     else if (isIP(parsed.host) === 0 && parsed.host !== 'localhost') report(path, `"${parsed.host}" must be an IP address to listen on`);
   };
   checkListen(['dns', 'listen'], merged.dns.listen);
+  checkListen(['dns', 'dot', 'listen'], merged.dns.dot?.listen);
+  checkListen(['dns', 'doh', 'listen'], merged.dns.doh?.listen);
+  merged.dns.allowClients?.forEach((cidr, i) => {
+    try {
+      parseCidr(cidr);
+    } catch (e: unknown) {
+      report(['dns', 'allowClients', i], errorMessage(e));
+    }
+  });
+  // Never an open resolver by accident: a listener beyond private networks needs an explicit ACL.
+  for (const [key, listen] of [['listen', merged.dns.listen], ['dot', merged.dns.dot?.listen], ['doh', merged.dns.doh?.listen]] as const) {
+    const parsed = listen === undefined ? null : parseHostPort(listen);
+    if (parsed !== null && typeof parsed !== 'string' && isIP(parsed.host) !== 0 && !isPrivateListenHost(parsed.host) && merged.dns.allowClients === undefined) {
+      report(['dns', key], `listening on ${parsed.host} reaches beyond private networks: set dns.allowClients to the networks allowed to query`);
+    }
+  }
+  if ((merged.dns.dot !== undefined || merged.dns.doh !== undefined) && merged.dns.tls === undefined) {
+    report(['dns', merged.dns.dot !== undefined ? 'dot' : 'doh'], 'DoT and DoH need dns.tls { cert, key }');
+  }
   merged.dns.upstreams?.forEach((upstream, i) => {
     const parsed = parseHostPort(upstream, { defaultPort: 53 });
     if (typeof parsed === 'string') report(['dns', 'upstreams', i], parsed);
@@ -191,6 +223,42 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
     });
   });
   return { problems, lists };
+}
+
+function resolveDns(dns: NonNullable<ConfigFile['dns']>, baseDir: string): DnsConfig {
+  const tcp = dns.tcp ?? {};
+  return {
+    listen: dns.listen ?? DEFAULTS.dnsListen,
+    upstreams: dns.upstreams ?? [...DEFAULTS.dnsUpstreams],
+    blockMode: dns.blockMode ?? DEFAULTS.dnsBlockMode,
+    negativeTtlSec: dns.negativeTtl ?? DEFAULTS.dnsNegativeTtlSec,
+    allowClients: dns.allowClients ?? null,
+    rateLimit: {
+      perSecond: dns.rateLimit?.perSecond ?? DEFAULTS.dnsRateLimitPerSec,
+      burst: dns.rateLimit?.burst ?? DEFAULTS.dnsRateLimitBurst,
+      action: dns.rateLimit?.action ?? 'refused',
+      maxClients: DEFAULTS.dnsRateLimitMaxClients,
+    },
+    tcp: {
+      idleTimeoutMs: tcp.idleTimeout === undefined ? DEFAULTS.dnsTcpIdleTimeoutMs : parseDurationMs(tcp.idleTimeout),
+      maxConnections: tcp.maxConnections ?? DEFAULTS.dnsTcpMaxConnections,
+      maxPipelined: tcp.maxPipelined ?? DEFAULTS.dnsTcpMaxPipelined,
+    },
+    cache: {
+      maxEntries: dns.cache?.maxEntries ?? DEFAULTS.cacheMaxEntries,
+      maxBytes: dns.cache?.maxBytes ?? DEFAULTS.cacheMaxBytes,
+      serveStale: dns.cache?.serveStale ?? true,
+    },
+    bypass: {
+      firefoxCanary: dns.bypass?.firefoxCanary ?? true,
+      dohResolvers: dns.bypass?.dohResolvers ?? false,
+      stripEch: dns.bypass?.stripEch ?? true,
+    },
+    tls: dns.tls === undefined ? null : { cert: resolve(baseDir, dns.tls.cert), key: resolve(baseDir, dns.tls.key) },
+    dot: dns.dot ?? null,
+    doh: dns.doh === undefined ? null : { listen: dns.doh.listen, path: dns.doh.path ?? DEFAULTS.dnsDohPath },
+    workers: dns.workers ?? 1,
+  };
 }
 
 export interface LoadResult {
@@ -243,7 +311,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
   if (problems.length > 0) return { config: null, problems };
 
   const fileConfig = fileValue as ConfigFile;
-  const merged = deepMerge(DEFAULT_FILE, fileConfig);
+  const merged = deepMerge(structuredClone(DEFAULT_FILE), fileConfig); // a copy: the config must not share arrays with the defaults
   const baseDir = file === undefined ? cwd : dirname(resolve(cwd, file));
   const semantic = semanticProblems(merged, originOf, baseDir);
   problems.push(...semantic.problems);
@@ -252,7 +320,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
   const storePath = merged.store.path ?? DEFAULTS.storePath;
   const config: Config = {
     source: file ?? 'defaults',
-    dns: { listen: merged.dns.listen ?? DEFAULTS.dnsListen, upstreams: merged.dns.upstreams ?? [...DEFAULTS.dnsUpstreams] },
+    dns: resolveDns(merged.dns, baseDir),
     proxy: {
       tls: { listen: merged.proxy.tls?.listen ?? DEFAULTS.proxyTlsListen, upstreamPort: merged.proxy.tls?.upstreamPort ?? DEFAULTS.proxyTlsUpstreamPort },
       http: { listen: merged.proxy.http?.listen ?? DEFAULTS.proxyHttpListen, upstreamPort: merged.proxy.http?.upstreamPort ?? DEFAULTS.proxyHttpUpstreamPort },

@@ -39,6 +39,53 @@ export const ConfigSchema = Type.Object(
         {
           listen: Type.Optional(HostPort),
           upstreams: Type.Optional(Type.Array(HostPort, { minItems: 1 })),
+          blockMode: Type.Optional(Type.Union([Type.Literal('nxdomain'), Type.Literal('null'), Type.Literal('refused')])),
+          negativeTtl: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'seconds' })),
+          allowClients: Type.Optional(Type.Array(Type.String(), { description: 'CIDRs allowed to query; default loopback, RFC 1918, ULA' })),
+          rateLimit: Type.Optional(
+            Type.Object(
+              {
+                perSecond: Type.Optional(Type.Integer({ minimum: 0, description: '0 turns the limit off' })),
+                burst: Type.Optional(Type.Integer({ minimum: 1 })),
+                action: Type.Optional(Type.Union([Type.Literal('refused'), Type.Literal('drop')])),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+          tcp: Type.Optional(
+            Type.Object(
+              {
+                idleTimeout: Type.Optional(Duration),
+                maxConnections: Type.Optional(Type.Integer({ minimum: 1 })),
+                maxPipelined: Type.Optional(Type.Integer({ minimum: 1 })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+          cache: Type.Optional(
+            Type.Object(
+              {
+                maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
+                maxBytes: Type.Optional(Type.Integer({ minimum: 65_536 })),
+                serveStale: Type.Optional(Type.Boolean()),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+          bypass: Type.Optional(
+            Type.Object(
+              {
+                firefoxCanary: Type.Optional(Type.Boolean()),
+                dohResolvers: Type.Optional(Type.Boolean()),
+                stripEch: Type.Optional(Type.Boolean()),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+          tls: Type.Optional(Type.Object({ cert: Type.String({ minLength: 1 }), key: Type.String({ minLength: 1 }) }, { additionalProperties: false })),
+          dot: Type.Optional(Type.Object({ listen: HostPort }, { additionalProperties: false })),
+          doh: Type.Optional(Type.Object({ listen: HostPort, path: Type.Optional(Type.String({ pattern: '^/' })) }, { additionalProperties: false })),
+          workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
         },
         { additionalProperties: false },
       ),
@@ -99,11 +146,28 @@ export interface TokenConfig {
   scopes: ('read' | 'write' | 'admin')[];
 }
 
+export interface DnsConfig {
+  listen: string;
+  upstreams: string[];
+  blockMode: 'nxdomain' | 'null' | 'refused';
+  negativeTtlSec: number;
+  /** null: the default networks (loopback, RFC 1918, ULA). */
+  allowClients: string[] | null;
+  rateLimit: { perSecond: number; burst: number; action: 'refused' | 'drop'; maxClients: number };
+  tcp: { idleTimeoutMs: number; maxConnections: number; maxPipelined: number };
+  cache: { maxEntries: number; maxBytes: number; serveStale: boolean };
+  bypass: { firefoxCanary: boolean; dohResolvers: boolean; stripEch: boolean };
+  tls: { cert: string; key: string } | null;
+  dot: { listen: string } | null;
+  doh: { listen: string; path: string } | null;
+  workers: number;
+}
+
 /** The configuration with every default filled in and every value checked. */
 export interface Config {
   /** Where the configuration came from (file path, or "defaults"). */
   source: string;
-  dns: { listen: string; upstreams: string[] };
+  dns: DnsConfig;
   proxy: {
     tls: { listen: string; upstreamPort: number };
     http: { listen: string; upstreamPort: number };

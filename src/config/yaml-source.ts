@@ -1,6 +1,6 @@
 import type { TSchema } from '@sinclair/typebox';
-import { Value, type ValueError } from '@sinclair/typebox/value';
-import { isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value';
+import { isMap, isNode, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { PortcullisError, type SourceLocation } from '../errors.js';
 
 /**
@@ -32,7 +32,9 @@ export function parseYaml(file: string, text: string): YamlSource {
     value: doc.toJS({ maxAliasCount: 100 }) as unknown,
     lineOf(path) {
       for (let depth = path.length; depth >= 0; depth--) {
-        const node: unknown = doc.getIn(path.slice(0, depth), true);
+        // A mapping entry sits on its key's line: its value may start lines below (a nested block).
+        const key = depth > 0 ? keyNodeOf(doc.getIn(path.slice(0, depth - 1), true), path[depth - 1]!) : undefined;
+        const node: unknown = key ?? doc.getIn(path.slice(0, depth), true);
         if (isNode(node) && node.range !== undefined && node.range !== null) {
           return lineCounter.linePos(node.range[0]).line;
         }
@@ -40,6 +42,12 @@ export function parseYaml(file: string, text: string): YamlSource {
       return undefined;
     },
   };
+}
+
+function keyNodeOf(parent: unknown, key: string | number): unknown {
+  if (!isMap(parent)) return undefined;
+  const pair = parent.items.find((item) => String(isScalar(item.key) ? item.key.value : item.key) === String(key));
+  return pair?.key;
 }
 
 /** `/dns/listen` -> ['dns', 'listen'], `/lists/0` -> ['lists', 0] */
@@ -58,16 +66,16 @@ export function pathToField(path: readonly (string | number)[]): string {
   return out;
 }
 
-// TypeBox error kinds we phrase ourselves (see ValueErrorType in @sinclair/typebox/errors).
-const UNEXPECTED_PROPERTY = 42;
-const UNION = 62;
+// TypeBox error kinds we phrase ourselves.
+const UNEXPECTED_PROPERTY = ValueErrorType.ObjectAdditionalProperties;
+const UNION = ValueErrorType.Union;
 
 function describe(error: ValueError): { path: string; message: string } {
   if (error.type === UNEXPECTED_PROPERTY) return { path: error.path, message: 'unknown key' };
   if (error.type === UNION) {
     // A union of literals is a closed set (app ids, scopes, actions): name the choices.
     const choices = literalChoices(error.schema);
-    if (choices !== null) return { path: error.path, message: `must be one of ${choices.join(', ')} (got ${JSON.stringify(error.value) ?? 'nothing'})` };
+    if (choices !== null) return { path: error.path, message: `must be one of ${choices.join(', ')} (got ${describeValue(error.value)})` };
     // Report the variant that got furthest into the value: that is the one the author meant.
     let best: ValueError | undefined;
     for (const variant of error.errors) {
