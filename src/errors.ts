@@ -13,6 +13,7 @@ export const ERROR_CODES = [
   'PCL_ERR_INVALID_CIDR',
   'PCL_ERR_INVALID_PORT',
   'PCL_ERR_UNKNOWN_APP',
+  'PCL_ERR_UPSTREAM_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

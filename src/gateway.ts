@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { loadCatalog, type Catalog } from './catalog/index.js';
 import type { Config } from './config/index.js';
+import { DnsServer, type DnsAddresses } from './dns/index.js';
 import { ListManager } from './lists/index.js';
 import type { Logger } from './observability/logger.js';
 import { PolicyEngine, type AppState } from './policy/index.js';
@@ -36,6 +37,8 @@ export async function loadPolicy(config: Config, logger: Logger, options: { offl
 }
 
 export interface Gateway extends Policy {
+  dns: DnsServer;
+  dnsAddresses: DnsAddresses;
   /** Re-reads what SIGHUP reloads: app state from config, and every list. */
   reload(config: Config): Promise<void>;
   close(): Promise<void>;
@@ -45,10 +48,14 @@ export interface Gateway extends Policy {
 export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
   let policy = await loadPolicy(config, logger);
   policy.lists.start();
+  const dns = await DnsServer.create({ config: config.dns, policy: policy.engine, logger });
+  const dnsAddresses = await dns.listen();
   policy.engine.on('swap', (event) => {
     logger.info({ component: 'policy', ...event }, 'policy swapped');
   });
   const gateway: Gateway = {
+    dns,
+    dnsAddresses,
     get catalog() {
       return policy.catalog;
     },
@@ -70,9 +77,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       policy = { ...policy, lists };
       lists.start();
     },
-    close() {
+    async close() {
       policy.lists.stop();
-      return Promise.resolve();
+      await dns.close();
     },
   };
   return gateway;

@@ -9,3 +9,4 @@ export {
   type CatalogDomain,
   type CatalogPort,
 } from './load.js';
+export { loadCategory, type Category } from './category.js';

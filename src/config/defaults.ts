@@ -39,7 +39,7 @@ export const DEFAULTS = Object.freeze({
   cacheStaleAnswerTtlSec: 30,
 
   /** DNS listener defaults (dns.* config keys). */
-  dnsBlockMode: 'nxdomain' as 'nxdomain' | 'null' | 'refused',
+  dnsBlockMode: 'nxdomain',
   dnsNegativeTtlSec: 60,
   dnsRateLimitPerSec: 200,
   dnsRateLimitBurst: 400,

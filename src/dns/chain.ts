@@ -1,0 +1,209 @@
+import type { Logger } from '../observability/logger.js';
+import type { Decision, DecisionQuery } from '../policy/index.js';
+import { blockedAnswer, type BlockOptions } from './block.js';
+import { AnswerCache, cacheKey, serveUncached, type CacheEntry } from './cache.js';
+import { PortcullisError } from '../errors.js';
+import type { ClientAcl, ClientRateLimiter } from './client-limits.js';
+import { answerTargets, buildAnswer, maxUdpResponse, truncateForUdp, walkResponse } from './message.js';
+import { prepareUpstreamAnswer } from './rewrite.js';
+import type { UpstreamResolver } from './upstream-types.js';
+import { CLASS_IN, RCODE, encodeName, parseQuery, type Query } from './wire.js';
+
+export type DnsTransport = 'udp' | 'tcp' | 'dot' | 'doh';
+export type DnsResult = 'allowed' | 'blocked' | 'cached' | 'servfail' | 'refused' | 'formerr' | 'dropped';
+
+export interface DnsClient {
+  address: string;
+  port: number;
+  transport: DnsTransport;
+  /** Listener-owned handle to answer on (a TCP socket, an HTTP response); opaque here. */
+  channel?: unknown;
+}
+
+/** Sends an answer to the client; one function per listener, so the hot path builds no closure. */
+export type DnsReply = (message: Buffer, client: DnsClient) => void;
+
+export interface PolicyView {
+  decide(query: DecisionQuery): Decision;
+  readonly version: number;
+}
+
+export interface NameSet {
+  /** The entry matching the name or one of its parents, or null. */
+  match(name: string): string | null;
+}
+
+export interface DnsChainOptions {
+  policy: PolicyView;
+  upstream: UpstreamResolver;
+  cache: AnswerCache;
+  acl: ClientAcl;
+  rateLimiter: ClientRateLimiter;
+  rateLimitAction: 'refused' | 'drop';
+  block: BlockOptions;
+  /** NXDOMAIN for use-application-dns.net: Firefox then keeps its own DoH off. */
+  firefoxCanary: boolean;
+  /** Remove `ech` from HTTPS/SVCB answers so the TLS layer keeps seeing real SNI. */
+  stripEch: boolean;
+  /** Public DoH/DoT resolver names, blocked when the category is on. */
+  dohResolvers: NameSet | null;
+  logger: Logger;
+  /** Called once per query with its outcome (metrics attach here). */
+  onResult?: (result: DnsResult, transport: DnsTransport, startedNs: bigint, blockedBy: Decision | null) => void;
+}
+
+const FIREFOX_CANARY = 'use-application-dns.net';
+const NO_OP = (): void => undefined;
+
+/**
+ * The DNS handler chain, in order. Each step may answer and stop; the order is the point:
+ *
+ *  1. parse      malformed -> FORMERR, EDNS version > 0 -> BADVERS, responses dropped
+ *                (cheap, and every later step needs the question)
+ *  2. acl        clients outside the allowed networks -> REFUSED (never an open resolver)
+ *  3. rate limit per client token bucket -> REFUSED or drop; before any upstream work
+ *  4. class      only IN is resolved; CHAOS and others -> REFUSED
+ *  5. canary     use-application-dns.net -> NXDOMAIN (Firefox disables its own DoH)
+ *  6. policy     a blocked name -> block answer (before the cache: a rule change is
+ *                enforced on the very next query, cached answers included)
+ *  7. doh names  the optional category of public resolver names -> block answer
+ *  8. cache      fresh hit -> stored bytes, re-inspected when the policy changed since
+ *  9. upstream   pool query -> inspection (CNAME cloaking, blocked addresses) -> cache
+ * 10. stale      every upstream failed -> stale answer (RFC 8767), else SERVFAIL
+ */
+export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, client: DnsClient, reply: DnsReply) => void {
+  const { policy, cache, logger } = options;
+  const onResult = options.onResult ?? NO_OP;
+  const log = logger.child({ component: 'dns' });
+
+  const send = (reply: DnsReply, message: Buffer, client: DnsClient, query: Query, queryBuf: Buffer): void => {
+    const fits = client.transport !== 'udp' || message.length <= maxUdpResponse(query.edns);
+    reply(fits ? message : truncateForUdp(message, query, queryBuf), client);
+  };
+
+  /** Inspection of an answer's CNAME targets and addresses; the first blocking decision. */
+  const inspect = (message: Buffer): Decision | null => {
+    const walked = walkResponse(message);
+    if (walked === null) return null;
+    const { cnames, addresses } = answerTargets(message, walked.records);
+    for (const name of cnames) {
+      const decision = policy.decide({ name, layer: 'dns' });
+      if (decision.verdict === 'block') return decision;
+    }
+    for (const ip of addresses) {
+      const decision = policy.decide({ ip, layer: 'dns' });
+      if (decision.verdict === 'block') return decision;
+    }
+    return null;
+  };
+
+  const inspectEntry = (entry: CacheEntry): Decision | null => {
+    const version = policy.version;
+    if (entry.inspection?.version !== version) entry.inspection = { version, blockedBy: inspect(entry.wire) };
+    return entry.inspection.blockedBy;
+  };
+
+  const answerFromCache = (entry: { entry: CacheEntry; isFresh: boolean }, query: Query, queryBuf: Buffer, client: DnsClient, reply: DnsReply, started: bigint): boolean => {
+    const blockedBy = inspectEntry(entry.entry);
+    if (blockedBy !== null) {
+      send(reply, blockedAnswer(queryBuf, query, blockedBy.app, options.block, policy.version), client, query, queryBuf);
+      onResult('blocked', client.transport, started, blockedBy);
+      return true;
+    }
+    const out = cache.serve(entry, query, queryBuf, Date.now(), client.transport === 'udp' ? 'udp' : 'tcp');
+    if (out === null) return false;
+    reply(out, client);
+    onResult('cached', client.transport, started, null);
+    return true;
+  };
+
+  const resolveUpstream = (query: Query, queryBuf: Buffer, client: DnsClient, reply: DnsReply, key: string, started: bigint): void => {
+    const dnssecOk = query.edns?.dnssecOk ?? false;
+    options.upstream
+      .query({ nameWire: encodeName(query.qname), name: query.qname, qtype: query.qtype, qclass: query.qclass, dnssecOk, checkingDisabled: (query.flags & 0x0010) !== 0 })
+      .then(
+        (answer) => {
+          const prepared = prepareUpstreamAnswer(answer.message, { stripEch: options.stripEch });
+          const questionEnd = prepared === null ? null : walkResponse(prepared.message)?.questionEnd;
+          if (prepared === null || questionEnd === undefined || questionEnd === null) {
+            throw new PortcullisError('PCL_ERR_UPSTREAM_FAILED', 'malformed upstream answer', { details: { upstream: answer.upstream, kind: 'malformed' } });
+          }
+          const now = Date.now();
+          const blockedBy = inspect(prepared.message);
+          if (blockedBy !== null) {
+            send(reply, blockedAnswer(queryBuf, query, blockedBy.app, options.block, policy.version), client, query, queryBuf);
+            onResult('blocked', client.transport, started, blockedBy);
+            return;
+          }
+          cache.store(key, prepared.message, now);
+          const out = serveUncached(prepared.message, questionEnd, query, queryBuf, client.transport === 'udp' ? 'udp' : 'tcp');
+          if (out === null) {
+            throw new PortcullisError('PCL_ERR_UPSTREAM_FAILED', 'upstream question does not match', { details: { upstream: answer.upstream, kind: 'mismatch' } });
+          }
+          reply(out, client);
+          onResult((prepared.message[3]! & 0xf) === RCODE.SERVFAIL ? 'servfail' : 'allowed', client.transport, started, null);
+        },
+      )
+      .catch((e: unknown) => {
+        const stale = cache.lookup(key, Date.now());
+        if (stale !== undefined && answerFromCache(stale, query, queryBuf, client, reply, started)) return;
+        log.debug({ err: e instanceof Error ? e.message : String(e), qtype: query.qtype }, 'upstream failed');
+        send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.SERVFAIL, query.questionEnd, query.edns), client, query, queryBuf);
+        onResult('servfail', client.transport, started, null);
+      });
+  };
+
+  return (queryBuf, client, reply) => {
+    const started = process.hrtime.bigint();
+    // 1. parse
+    const parsed = parseQuery(queryBuf);
+    if (parsed.kind === 'drop') {
+      onResult('dropped', client.transport, started, null);
+      return;
+    }
+    if (parsed.kind === 'error') {
+      reply(buildAnswer(queryBuf, parsed.id, parsed.flags, parsed.rcode, parsed.question?.end ?? null, parsed.edns), client);
+      onResult(parsed.rcode === RCODE.NOTIMP ? 'refused' : 'formerr', client.transport, started, null);
+      return;
+    }
+    const query = parsed.query;
+    const refuse = (): void => {
+      send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.REFUSED, query.questionEnd, query.edns), client, query, queryBuf);
+      onResult('refused', client.transport, started, null);
+    };
+    // 2. acl
+    if (!options.acl.allows(client.address)) return refuse();
+    // 3. rate limit
+    if (!options.rateLimiter.take(client.address, Date.now())) {
+      if (options.rateLimitAction === 'drop') return onResult('dropped', client.transport, started, null);
+      return refuse();
+    }
+    // 4. class
+    if (query.qclass !== CLASS_IN) return refuse();
+    // 5. canary
+    if (options.firefoxCanary && query.qname === FIREFOX_CANARY) {
+      send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.NXDOMAIN, query.questionEnd, query.edns), client, query, queryBuf);
+      onResult('blocked', client.transport, started, null);
+      return;
+    }
+    // 6. policy
+    const decision = policy.decide({ name: query.qname, layer: 'dns' });
+    if (decision.verdict === 'block') {
+      send(reply, blockedAnswer(queryBuf, query, decision.app, options.block, policy.version), client, query, queryBuf);
+      onResult('blocked', client.transport, started, decision);
+      return;
+    }
+    // 7. doh names
+    if (options.dohResolvers !== null && options.dohResolvers.match(query.qname) !== null) {
+      send(reply, blockedAnswer(queryBuf, query, null, options.block, policy.version), client, query, queryBuf);
+      onResult('blocked', client.transport, started, null);
+      return;
+    }
+    // 8. cache
+    const key = cacheKey(query, query.edns?.dnssecOk ?? false);
+    const hit = cache.lookup(key, Date.now());
+    if (hit?.isFresh === true && answerFromCache(hit, query, queryBuf, client, reply, started)) return;
+    // 9-10. upstream, stale
+    resolveUpstream(query, queryBuf, client, reply, key, started);
+  };
+}

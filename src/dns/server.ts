@@ -1,0 +1,136 @@
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import type { Server as NetServer } from 'node:net';
+import { loadCategory } from '../catalog/index.js';
+import { parseHostPort } from '../config/address.js';
+import type { DnsConfig } from '../config/index.js';
+import { SuffixNameSet } from '../match/name-set.js';
+import type { Logger } from '../observability/logger.js';
+import { AnswerCache, DEFAULT_CACHE_LIMITS } from './cache.js';
+import { createDnsChain, type DnsChainOptions, type PolicyView } from './chain.js';
+import { ClientAcl, ClientRateLimiter, DEFAULT_CLIENT_NETWORKS } from './client-limits.js';
+import { DnsUdpListener, createDohListener, createDotListener, createTcpListener, type StreamLimits } from './listeners.js';
+import { UpstreamPool } from './upstream.js';
+import type { UpstreamResolver } from './upstream-types.js';
+
+export interface DnsServerDeps {
+  config: DnsConfig;
+  policy: PolicyView;
+  logger: Logger;
+  /** For tests: an upstream resolver instead of a pool over config.upstreams. */
+  upstream?: UpstreamResolver;
+  onResult?: DnsChainOptions['onResult'];
+}
+
+export interface DnsAddresses {
+  udp: { address: string; port: number };
+  tcp: { address: string; port: number };
+  dot?: { address: string; port: number };
+  doh?: { address: string; port: number };
+}
+
+/** One resolver: the handler chain, its cache and upstream pool, and every listener. */
+export class DnsServer {
+  readonly cache: AnswerCache;
+  readonly upstream: UpstreamResolver;
+  private readonly udp: DnsUdpListener;
+  private readonly streams: NetServer[] = [];
+  private readonly named = new Map<'tcp' | 'dot' | 'doh', NetServer>();
+  private readonly deps: DnsServerDeps;
+
+  private constructor(deps: DnsServerDeps, chain: ReturnType<typeof createDnsChain>, cache: AnswerCache, upstream: UpstreamResolver, tls: { cert: Buffer; key: Buffer } | null) {
+    this.deps = deps;
+    this.cache = cache;
+    this.upstream = upstream;
+    const { config, logger } = deps;
+    const log = logger.child({ component: 'dns' });
+    const listen = parseHostPort(config.listen) as { host: string };
+    const limits: StreamLimits = { idleTimeoutMs: config.tcp.idleTimeoutMs, maxConnections: config.tcp.maxConnections, maxPipelined: config.tcp.maxPipelined };
+    this.udp = new DnsUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log);
+    this.named.set('tcp', createTcpListener(chain, limits, log));
+    if (config.dot !== null && tls !== null) this.named.set('dot', createDotListener(chain, limits, tls, log));
+    if (config.doh !== null && tls !== null) this.named.set('doh', createDohListener(chain, { path: config.doh.path, cert: tls.cert, key: tls.key, limits }, log));
+    this.streams.push(...this.named.values());
+  }
+
+  static async create(deps: DnsServerDeps): Promise<DnsServer> {
+    const { config, logger } = deps;
+    const cache = new AnswerCache({ ...DEFAULT_CACHE_LIMITS, maxEntries: config.cache.maxEntries, maxBytes: config.cache.maxBytes, staleMaxSec: config.cache.serveStale ? DEFAULT_CACHE_LIMITS.staleMaxSec : 0 });
+    const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger });
+    const dohResolvers = config.bypass.dohResolvers ? new SuffixNameSet((await loadCategory('doh-bypass')).domains) : null;
+    const chain = createDnsChain({
+      policy: deps.policy,
+      upstream,
+      cache,
+      acl: new ClientAcl(config.allowClients ?? DEFAULT_CLIENT_NETWORKS),
+      rateLimiter: new ClientRateLimiter({ perSecond: config.rateLimit.perSecond, burst: config.rateLimit.burst, maxClients: config.rateLimit.maxClients }),
+      rateLimitAction: config.rateLimit.action,
+      block: { mode: config.blockMode, negativeTtlSec: config.negativeTtlSec },
+      firefoxCanary: config.bypass.firefoxCanary,
+      stripEch: config.bypass.stripEch,
+      dohResolvers,
+      logger,
+      onResult: deps.onResult,
+    });
+    const tlsFiles = config.tls;
+    const tls = tlsFiles === null ? null : { cert: await readFile(tlsFiles.cert), key: await readFile(tlsFiles.key) };
+    return new DnsServer(deps, chain, cache, upstream, tls);
+  }
+
+  async listen(): Promise<DnsAddresses> {
+    const { config } = this.deps;
+    const main = parseHostPort(config.listen) as { host: string; port: number };
+    await new Promise<void>((resolve, reject) => {
+      this.udp.once('error', reject);
+      this.udp.bind(main.port, main.host, () => {
+        this.udp.off('error', reject);
+        resolve();
+      });
+    });
+    const udpAddress = this.udp.address();
+    // Port 0 means "any": TCP takes the port UDP got, as clients expect both on one port.
+    const port = main.port === 0 ? udpAddress.port : main.port;
+    const bind = (server: NetServer, host: string, p: number): Promise<{ address: string; port: number }> =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(p, host, () => {
+          server.off('error', reject);
+          const address = server.address();
+          resolve(typeof address === 'object' && address !== null ? { address: address.address, port: address.port } : { address: host, port: p });
+        });
+      });
+    const addresses: DnsAddresses = { udp: { address: udpAddress.address, port: udpAddress.port }, tcp: await bind(this.named.get('tcp')!, main.host, port) };
+    const dot = this.named.get('dot');
+    if (dot !== undefined && config.dot !== null) {
+      const at = parseHostPort(config.dot.listen) as { host: string; port: number };
+      addresses.dot = await bind(dot, at.host, at.port);
+    }
+    const doh = this.named.get('doh');
+    if (doh !== undefined && config.doh !== null) {
+      const at = parseHostPort(config.doh.listen) as { host: string; port: number };
+      addresses.doh = await bind(doh, at.host, at.port);
+    }
+    this.deps.logger.info({ component: 'dns', ...addresses }, 'dns listening');
+    return addresses;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.udp.close(() => {
+        resolve();
+      });
+    });
+    await Promise.all(
+      this.streams.map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            server.close(() => {
+              resolve();
+            });
+            (server as NetServer & { closeAllConnections?: () => void }).closeAllConnections?.();
+          }),
+      ),
+    );
+    await this.upstream.close();
+  }
+}
