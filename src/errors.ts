@@ -14,6 +14,8 @@ export const ERROR_CODES = [
   'PCL_ERR_INVALID_PORT',
   'PCL_ERR_UNKNOWN_APP',
   'PCL_ERR_UPSTREAM_FAILED',
+  'PCL_ERR_DIAL_FORBIDDEN',
+  'PCL_ERR_DIAL_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

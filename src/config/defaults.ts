@@ -50,6 +50,21 @@ export const DEFAULTS = Object.freeze({
   dnsTcpMaxPipelined: 100,
   dnsDohPath: '/dns-query',
 
+  /** TLS/HTTP proxy (proxy.* config keys). */
+  proxyBlockAction: 'alert',
+  proxyMaxConnections: 10_000,
+  proxyMaxConnectionsPerClient: 256,
+  /** Whole ClientHello (or HTTP request head) must arrive within this time. */
+  clientHelloTimeoutMs: 10_000,
+  /** Largest ClientHello read (records included); post-quantum hellos are ~2 KB, 16 KB is the floor. */
+  clientHelloMaxBytes: 65_536,
+  httpMaxHeadBytes: 16_384,
+  proxyIdleTimeoutMs: 300_000,
+  /** How long SIGTERM waits for open proxy connections before closing them. */
+  proxyDrainTimeoutMs: 10_000,
+  /** Upstream TCP connect (SYN to established) for a proxied connection; PCL_ERR_DIAL_FAILED after it. */
+  dialConnectTimeoutMs: 5_000,
+
   /** Longest name accepted anywhere (RFC 1035: 255 octets on the wire, 253 in text). */
   nameMaxLength: 253,
   labelMaxLength: 63,

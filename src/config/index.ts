@@ -1,5 +1,5 @@
 export { parseHostPort, isLoopbackHost, type HostPort } from './address.js';
 export { DEFAULTS } from './defaults.js';
 export { CONFIG_KEYS, DEFAULT_CONFIG_FILE, loadConfig, loadConfigChecked, parseDurationMs, type LoadOptions, type LoadResult } from './load.js';
-export type { Config, DnsConfig, ListConfig, TokenConfig } from './schema.js';
+export type { Config, DnsConfig, ListConfig, ProxyConfig, TokenConfig } from './schema.js';
 export type { Problem } from './yaml-source.js';

@@ -5,7 +5,7 @@ import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { TObject, TSchema } from '@sinclair/typebox';
 import { configInvalid, errorMessage, isPortcullisError } from '../errors.js';
 import { maskWords, parseCidr, parseIp } from '../match/ip.js';
-import { tryParseRuleName } from '../match/name.js';
+import { normalizeQueryName, tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
 import { parseHostPort } from './address.js';
 import { DEFAULTS } from './defaults.js';
@@ -324,8 +324,16 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
     proxy: {
       tls: { listen: merged.proxy.tls?.listen ?? DEFAULTS.proxyTlsListen, upstreamPort: merged.proxy.tls?.upstreamPort ?? DEFAULTS.proxyTlsUpstreamPort },
       http: { listen: merged.proxy.http?.listen ?? DEFAULTS.proxyHttpListen, upstreamPort: merged.proxy.http?.upstreamPort ?? DEFAULTS.proxyHttpUpstreamPort },
-      hosts: merged.proxy.hosts ?? {},
+      hosts: Object.fromEntries(Object.entries(merged.proxy.hosts ?? {}).map(([name, ip]) => [normalizeQueryName(name) ?? name, ip])),
       allowedUpstreamNetworks: merged.proxy.allowedUpstreamNetworks ?? [],
+      blockAction: merged.proxy.blockAction ?? DEFAULTS.proxyBlockAction,
+      maxConnections: merged.proxy.maxConnections ?? DEFAULTS.proxyMaxConnections,
+      maxConnectionsPerClient: merged.proxy.maxConnectionsPerClient ?? DEFAULTS.proxyMaxConnectionsPerClient,
+      clientHelloTimeoutMs: merged.proxy.clientHelloTimeout === undefined ? DEFAULTS.clientHelloTimeoutMs : parseDurationMs(merged.proxy.clientHelloTimeout),
+      clientHelloMaxBytes: merged.proxy.clientHelloMaxBytes ?? DEFAULTS.clientHelloMaxBytes,
+      httpMaxHeadBytes: merged.proxy.httpMaxHeadBytes ?? DEFAULTS.httpMaxHeadBytes,
+      connectTimeoutMs: merged.proxy.connectTimeout === undefined ? DEFAULTS.dialConnectTimeoutMs : parseDurationMs(merged.proxy.connectTimeout),
+      idleTimeoutMs: merged.proxy.idleTimeout === undefined ? DEFAULTS.proxyIdleTimeoutMs : parseDurationMs(merged.proxy.idleTimeout),
     },
     admin: {
       listen: merged.admin.listen ?? DEFAULTS.adminListen,

@@ -97,6 +97,14 @@ export const ConfigSchema = Type.Object(
           http: Type.Optional(Type.Object({ listen: Type.Optional(HostPort), upstreamPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })) }, { additionalProperties: false })),
           hosts: Type.Optional(Type.Record(Type.String(), Type.String())),
           allowedUpstreamNetworks: Type.Optional(Type.Array(Type.String())),
+          blockAction: Type.Optional(Type.Union([Type.Literal('alert'), Type.Literal('rst')], { description: 'TLS: handshake_failure alert or TCP reset' })),
+          maxConnections: Type.Optional(Type.Integer({ minimum: 1 })),
+          maxConnectionsPerClient: Type.Optional(Type.Integer({ minimum: 1 })),
+          clientHelloTimeout: Type.Optional(Duration),
+          clientHelloMaxBytes: Type.Optional(Type.Integer({ minimum: 16_384, maximum: 1_048_576 })),
+          httpMaxHeadBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1_048_576 })),
+          connectTimeout: Type.Optional(Duration),
+          idleTimeout: Type.Optional(Duration),
         },
         { additionalProperties: false },
       ),
@@ -146,6 +154,21 @@ export interface TokenConfig {
   scopes: ('read' | 'write' | 'admin')[];
 }
 
+export interface ProxyConfig {
+  tls: { listen: string; upstreamPort: number };
+  http: { listen: string; upstreamPort: number };
+  hosts: Record<string, string>;
+  allowedUpstreamNetworks: string[];
+  blockAction: 'alert' | 'rst';
+  maxConnections: number;
+  maxConnectionsPerClient: number;
+  clientHelloTimeoutMs: number;
+  clientHelloMaxBytes: number;
+  httpMaxHeadBytes: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
 export interface DnsConfig {
   listen: string;
   upstreams: string[];
@@ -168,12 +191,7 @@ export interface Config {
   /** Where the configuration came from (file path, or "defaults"). */
   source: string;
   dns: DnsConfig;
-  proxy: {
-    tls: { listen: string; upstreamPort: number };
-    http: { listen: string; upstreamPort: number };
-    hosts: Record<string, string>;
-    allowedUpstreamNetworks: string[];
-  };
+  proxy: ProxyConfig;
   admin: { listen: string; tokens: TokenConfig[] };
   store: { path: string; redis: string | null };
   policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[] };

@@ -21,7 +21,8 @@ export interface DnsClient {
 }
 
 /** Sends an answer to the client; one function per listener, so the hot path builds no closure. */
-export type DnsReply = (message: Buffer, client: DnsClient) => void;
+/** `null`: the query gets no answer (dropped); stream listeners stop waiting for it. */
+export type DnsReply = (message: Buffer | null, client: DnsClient) => void;
 
 export interface PolicyView {
   decide(query: DecisionQuery): Decision;
@@ -158,6 +159,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     // 1. parse
     const parsed = parseQuery(queryBuf);
     if (parsed.kind === 'drop') {
+      reply(null, client);
       onResult('dropped', client.transport, started, null);
       return;
     }
@@ -175,7 +177,11 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     if (!options.acl.allows(client.address)) return refuse();
     // 3. rate limit
     if (!options.rateLimiter.take(client.address, Date.now())) {
-      if (options.rateLimitAction === 'drop') return onResult('dropped', client.transport, started, null);
+      if (options.rateLimitAction === 'drop') {
+        reply(null, client);
+        onResult('dropped', client.transport, started, null);
+        return;
+      }
       return refuse();
     }
     // 4. class

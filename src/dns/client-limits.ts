@@ -1,27 +1,20 @@
-import { CidrTrie } from '../match/cidr-trie.js';
-import { parseCidr, parseIp } from '../match/ip.js';
+import { parseIp } from '../match/ip.js';
+import { PrefixSet } from '../match/prefix-set.js';
 
 /** Networks allowed to query when no ACL is configured: loopback, RFC 1918, ULA. */
 export const DEFAULT_CLIENT_NETWORKS = ['127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '::1/128', 'fc00::/7'];
 
 /** Who may query: a prefix set over client addresses (IPv4-mapped IPv6 counts as IPv4). */
 export class ClientAcl {
-  private readonly v4 = new CidrTrie(32);
-  private readonly v6 = new CidrTrie(128);
-  private readonly values = new Int32Array(129);
-  private readonly prefixes = new Uint8Array(129);
+  private readonly networks: PrefixSet;
 
   constructor(networks: readonly string[]) {
-    for (const text of networks) {
-      const cidr = parseCidr(text);
-      (cidr.family === 4 ? this.v4 : this.v6).set(cidr.words, cidr.prefix, 1);
-    }
+    this.networks = PrefixSet.fromCidrs(networks);
   }
 
   allows(address: string): boolean {
     const ip = parseIp(address);
-    if (ip === null) return false;
-    return (ip.family === 4 ? this.v4 : this.v6).matches(ip.words, this.values, this.prefixes) > 0;
+    return ip !== null && this.networks.has(ip);
   }
 }
 

@@ -1,3 +1,4 @@
 export { DnsServer, type DnsAddresses, type DnsServerDeps } from './server.js';
 export type { DnsClient, DnsResult, DnsTransport, PolicyView } from './chain.js';
 export type { UpstreamAnswer, UpstreamHealth, UpstreamQuestion, UpstreamResolver } from './upstream-types.js';
+export { createAddressResolver, type AddressResolver } from './address-resolver.js';

@@ -7,7 +7,7 @@ import { UDPServer } from 'dns2';
 import type { Logger } from '../observability/logger.js';
 import type { DnsClient, DnsReply, DnsTransport } from './chain.js';
 import { walkResponse } from './message.js';
-import { TYPE } from './wire.js';
+import { HEADER_BYTES, TYPE } from './wire.js';
 
 export type DnsHandler = (queryBuf: Buffer, client: DnsClient, reply: DnsReply) => void;
 
@@ -36,9 +36,15 @@ export class DnsUdpListener extends UDPServer {
     this.handler = handler;
     this.log = log;
     this.replyTo = (message, client) => {
-      this.send(message, client.port, client.address, (err) => {
-        if (err !== null) this.log.debug({ err: err.message }, 'udp send failed');
-      });
+      if (message === null) return;
+      try {
+        this.send(message, client.port, client.address, (err) => {
+          if (err !== null) this.log.debug({ err: err.message }, 'udp send failed');
+        });
+      } catch (e: unknown) {
+        // send throws at once on a closed socket (an upstream answer arriving after close)
+        this.log.debug({ err: e instanceof Error ? e.message : String(e) }, 'udp send failed');
+      }
     };
     this.on('error', (err: Error) => {
       this.log.error({ err: err.message }, 'udp listener error');
@@ -73,6 +79,10 @@ function serveStream(socket: Socket, transport: DnsTransport, handler: DnsHandle
   const reply: DnsReply = (message) => {
     pending--;
     if (socket.destroyed) return;
+    if (message === null) {
+      if (isPeerDone && pending === 0) socket.end();
+      return;
+    }
     const frame = Buffer.allocUnsafe(2 + message.length);
     frame.writeUInt16BE(message.length, 0);
     message.copy(frame, 2);
@@ -91,6 +101,8 @@ function serveStream(socket: Socket, transport: DnsTransport, handler: DnsHandle
       if (buffered.length < 2 + length) break;
       const message = buffered.subarray(2, 2 + length);
       buffered = buffered.subarray(2 + length);
+      // Every message is settled by one reply call: an answer, or null for one the chain
+      // drops (a response, a rate-limited query), so pending always returns to zero.
       pending++;
       try {
         handler(Buffer.from(message), client, reply);
@@ -138,9 +150,18 @@ export function createDohListener(handler: DnsHandler, options: { path: string; 
     if (url.pathname !== options.path) return fail(res, 404);
     const client: DnsClient = { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0, transport: 'doh', channel: res };
     const answer = (query: Buffer): void => {
-      handler(query, client, (message) => {
-        res.writeHead(200, { 'content-type': 'application/dns-message', 'content-length': message.length, 'cache-control': `max-age=${minTtl(message)}` }).end(message);
-      });
+      // The chain answers nothing to a response (QR=1) or a packet shorter than a header: over
+      // HTTP that would leave the request hanging, so it gets 400 here.
+      if (query.length < HEADER_BYTES || (query[2]! & 0x80) !== 0) return fail(res, 400);
+      try {
+        handler(query, client, (message) => {
+          if (message === null) return fail(res, 429); // dropped by the rate limit
+          res.writeHead(200, { 'content-type': 'application/dns-message', 'content-length': message.length, 'cache-control': `max-age=${minTtl(message)}` }).end(message);
+        });
+      } catch (e: unknown) {
+        log.error({ err: e instanceof Error ? e.message : String(e) }, 'dns handler threw (a bug)');
+        if (!res.headersSent) fail(res, 500);
+      }
     };
     if (req.method === 'GET') {
       const param = url.searchParams.get('dns');
@@ -168,6 +189,8 @@ export function createDohListener(handler: DnsHandler, options: { path: string; 
     req.on('error', () => req.destroy());
   });
   server.maxConnections = options.limits.maxConnections;
+  // A query the chain drops (rate limit "drop") gets no answer: the idle timeout ends its connection.
+  server.timeout = options.limits.idleTimeoutMs;
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'doh handshake failed'));
   return server;
 }

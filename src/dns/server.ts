@@ -1,9 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import type { Server as NetServer } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import { loadCategory } from '../catalog/index.js';
-import { parseHostPort } from '../config/address.js';
+import { parseHostPort, type HostPort } from '../config/address.js';
 import type { DnsConfig } from '../config/index.js';
+import { configInvalid } from '../errors.js';
 import { SuffixNameSet } from '../match/name-set.js';
 import type { Logger } from '../observability/logger.js';
 import { AnswerCache, DEFAULT_CACHE_LIMITS } from './cache.js';
@@ -29,6 +30,17 @@ export interface DnsAddresses {
   doh?: { address: string; port: number };
 }
 
+/**
+ * A listen address; port 0 (any free port, as tests bind) is accepted here though the config
+ * schema refuses it. A text that does not parse throws instead of binding every interface.
+ */
+function listenAt(text: string, field: string): HostPort {
+  const isAnyPort = text.endsWith(':0');
+  const parsed = isAnyPort ? parseHostPort(text.slice(0, -2), { defaultPort: 0 }) : parseHostPort(text);
+  if (typeof parsed === 'string') throw configInvalid([{ file: 'dns', field, message: parsed }]);
+  return parsed;
+}
+
 /** One resolver: the handler chain, its cache and upstream pool, and every listener. */
 export class DnsServer {
   readonly cache: AnswerCache;
@@ -37,6 +49,8 @@ export class DnsServer {
   private readonly streams: NetServer[] = [];
   private readonly named = new Map<'tcp' | 'dot' | 'doh', NetServer>();
   private readonly deps: DnsServerDeps;
+  /** Open TCP/DoT/DoH connections, closed on shutdown instead of waiting for their idle timeout. */
+  private readonly connections = new Set<Socket>();
 
   private constructor(deps: DnsServerDeps, chain: ReturnType<typeof createDnsChain>, cache: AnswerCache, upstream: UpstreamResolver, tls: { cert: Buffer; key: Buffer } | null) {
     this.deps = deps;
@@ -44,13 +58,19 @@ export class DnsServer {
     this.upstream = upstream;
     const { config, logger } = deps;
     const log = logger.child({ component: 'dns' });
-    const listen = parseHostPort(config.listen) as { host: string };
+    const listen = listenAt(config.listen, 'dns.listen');
     const limits: StreamLimits = { idleTimeoutMs: config.tcp.idleTimeoutMs, maxConnections: config.tcp.maxConnections, maxPipelined: config.tcp.maxPipelined };
     this.udp = new DnsUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log);
     this.named.set('tcp', createTcpListener(chain, limits, log));
     if (config.dot !== null && tls !== null) this.named.set('dot', createDotListener(chain, limits, tls, log));
     if (config.doh !== null && tls !== null) this.named.set('doh', createDohListener(chain, { path: config.doh.path, cert: tls.cert, key: tls.key, limits }, log));
     this.streams.push(...this.named.values());
+    for (const server of this.streams) {
+      server.on('connection', (socket: Socket) => {
+        this.connections.add(socket);
+        socket.once('close', () => this.connections.delete(socket));
+      });
+    }
   }
 
   static async create(deps: DnsServerDeps): Promise<DnsServer> {
@@ -79,7 +99,7 @@ export class DnsServer {
 
   async listen(): Promise<DnsAddresses> {
     const { config } = this.deps;
-    const main = parseHostPort(config.listen) as { host: string; port: number };
+    const main = listenAt(config.listen, 'dns.listen');
     await new Promise<void>((resolve, reject) => {
       this.udp.once('error', reject);
       this.udp.bind(main.port, main.host, () => {
@@ -102,12 +122,12 @@ export class DnsServer {
     const addresses: DnsAddresses = { udp: { address: udpAddress.address, port: udpAddress.port }, tcp: await bind(this.named.get('tcp')!, main.host, port) };
     const dot = this.named.get('dot');
     if (dot !== undefined && config.dot !== null) {
-      const at = parseHostPort(config.dot.listen) as { host: string; port: number };
+      const at = listenAt(config.dot.listen, 'dns.dot.listen');
       addresses.dot = await bind(dot, at.host, at.port);
     }
     const doh = this.named.get('doh');
     if (doh !== undefined && config.doh !== null) {
-      const at = parseHostPort(config.doh.listen) as { host: string; port: number };
+      const at = listenAt(config.doh.listen, 'dns.doh.listen');
       addresses.doh = await bind(doh, at.host, at.port);
     }
     this.deps.logger.info({ component: 'dns', ...addresses }, 'dns listening');
@@ -120,17 +140,18 @@ export class DnsServer {
         resolve();
       });
     });
-    await Promise.all(
+    const closing = Promise.all(
       this.streams.map(
         (server) =>
           new Promise<void>((resolve) => {
             server.close(() => {
               resolve();
             });
-            (server as NetServer & { closeAllConnections?: () => void }).closeAllConnections?.();
           }),
       ),
     );
+    for (const socket of this.connections) socket.destroy();
+    await closing;
     await this.upstream.close();
   }
 }

@@ -73,7 +73,8 @@ export function readName(buf: Uint8Array, offset: number): NameRead | null {
       if (pos + 1 >= buf.length) return null;
       const target = ((len & 0x3f) << 8) | buf[pos + 1]!;
       // Only strictly backward pointers, each earlier than the last: no loop can form.
-      if (target >= lowestTarget || ++jumps > MAX_POINTER_JUMPS) return null;
+      // Names start after the header; a pointer into it (or forward of the last) is malformed.
+      if (target < HEADER_BYTES || target >= lowestTarget || ++jumps > MAX_POINTER_JUMPS) return null;
       lowestTarget = target;
       if (end === -1) end = pos + 2;
       pos = target;

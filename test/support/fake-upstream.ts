@@ -1,5 +1,5 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { Packet } from 'dns2';
 
 /**
@@ -24,12 +24,26 @@ export interface FakeUpstream {
   isSilent: boolean;
   /** Names whose UDP answers are sent with TC=1 and no records. */
   truncateOverUdp: Set<string>;
+  /**
+   * Names answered by hand: the function gets the raw query and returns the whole response
+   * (for record types dns2 cannot write, such as HTTPS with an ech parameter).
+   */
+  custom: Map<string, (query: Buffer) => Buffer>;
   close(): Promise<void>;
 }
 
 const TYPES: Record<FakeRecord['type'], number> = { A: 1, AAAA: 28, CNAME: 5, TXT: 16 };
 
+/** Never throws: a query this table cannot answer (odd names from a fuzz run) gets no answer. */
 function answer(upstream: FakeUpstream, query: Buffer, transport: 'udp' | 'tcp'): Buffer | null {
+  try {
+    return answerOrThrow(upstream, query, transport);
+  } catch {
+    return null;
+  }
+}
+
+function answerOrThrow(upstream: FakeUpstream, query: Buffer, transport: 'udp' | 'tcp'): Buffer | null {
   let request: ReturnType<typeof Packet.parse>;
   try {
     request = Packet.parse(query);
@@ -41,6 +55,8 @@ function answer(upstream: FakeUpstream, query: Buffer, transport: 'udp' | 'tcp')
   const name = question.name.toLowerCase();
   upstream.queries.push({ name, type: question.type, transport });
   if (upstream.isSilent) return null;
+  const custom = upstream.custom.get(name);
+  if (custom !== undefined) return custom(query);
   const response = Packet.createResponseFromRequest(request);
   response.header.ra = 1;
   if (transport === 'udp' && upstream.truncateOverUdp.has(name)) {
@@ -81,8 +97,9 @@ function answer(upstream: FakeUpstream, query: Buffer, transport: 'udp' | 'tcp')
 }
 
 export async function startFakeUpstream(records: Record<string, FakeRecord[]> = {}): Promise<FakeUpstream> {
-  const udp: UdpSocket = createSocket('udp4');
+  let udp: UdpSocket = createSocket('udp4');
   const tcp: Server = createServer();
+  const connections = new Set<Socket>();
   const upstream: FakeUpstream = {
     address: '127.0.0.1',
     port: 0,
@@ -91,22 +108,36 @@ export async function startFakeUpstream(records: Record<string, FakeRecord[]> = 
     records: new Map(Object.entries(records).map(([k, v]) => [k.toLowerCase(), v])),
     isSilent: false,
     truncateOverUdp: new Set(),
+    custom: new Map(),
     close: () =>
       new Promise<void>((resolve) => {
         udp.close(() => {
+          for (const socket of connections) socket.destroy();
           tcp.close(() => {
             resolve();
           });
         });
       }),
   };
-  udp.on('message', (msg, rinfo) => {
-    const out = answer(upstream, msg, 'udp');
-    if (out !== null) udp.send(out, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-  upstream.port = udp.address().port;
+  // UDP takes a free port, TCP the same one; another TCP socket may hold it, then try again.
+  for (let attempt = 0; ; attempt++) {
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+    upstream.port = udp.address().port;
+    const error = await new Promise<Error | null>((resolve) => {
+      tcp.once('error', resolve);
+      tcp.listen(upstream.port, '127.0.0.1', () => {
+        tcp.off('error', resolve);
+        resolve(null);
+      });
+    });
+    if (error === null) break;
+    if (attempt >= 20) throw error;
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+    udp = createSocket('udp4');
+  }
   tcp.on('connection', (socket) => {
+    connections.add(socket);
+    socket.on('close', () => connections.delete(socket));
     let buffered = Buffer.alloc(0);
     socket.on('error', () => socket.destroy());
     socket.on('data', (chunk: Buffer) => {
@@ -124,7 +155,11 @@ export async function startFakeUpstream(records: Record<string, FakeRecord[]> = 
       }
     });
   });
-  await new Promise<void>((resolve) => tcp.listen(upstream.port, '127.0.0.1', resolve));
+  const udpSocket = udp;
+  udpSocket.on('message', (msg, rinfo) => {
+    const out = answer(upstream, msg, 'udp');
+    if (out !== null) udpSocket.send(out, rinfo.port, rinfo.address, () => undefined);
+  });
   upstream.target = `127.0.0.1:${upstream.port}`;
   return upstream;
 }

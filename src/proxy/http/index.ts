@@ -1,0 +1,10 @@
+export {
+  bodyLength,
+  readRequestHead,
+  scanChunked,
+  type ChunkedInvalidReason,
+  type ChunkedScan,
+  type RequestHead,
+  type RequestHeadInvalidReason,
+  type RequestHeadResult,
+} from './request-head.js';
