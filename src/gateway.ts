@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { loadCatalog, type Catalog } from './catalog/index.js';
 import type { Config } from './config/index.js';
-import { DnsServer, type DnsAddresses } from './dns/index.js';
+import { DnsServer, createAddressResolver, type DnsAddresses } from './dns/index.js';
+import { ProxyServer, type ProxyAddresses } from './proxy/index.js';
 import { ListManager } from './lists/index.js';
 import type { Logger } from './observability/logger.js';
 import { PolicyEngine, type AppState } from './policy/index.js';
@@ -39,6 +40,8 @@ export async function loadPolicy(config: Config, logger: Logger, options: { offl
 export interface Gateway extends Policy {
   dns: DnsServer;
   dnsAddresses: DnsAddresses;
+  proxy: ProxyServer;
+  proxyAddresses: ProxyAddresses;
   /** Re-reads what SIGHUP reloads: app state from config, and every list. */
   reload(config: Config): Promise<void>;
   close(): Promise<void>;
@@ -50,12 +53,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
   policy.lists.start();
   const dns = await DnsServer.create({ config: config.dns, policy: policy.engine, logger });
   const dnsAddresses = await dns.listen();
+  const proxy = new ProxyServer({ config: config.proxy, policy: policy.engine, resolver: createAddressResolver(dns.upstream), logger });
+  const proxyAddresses = await proxy.listen();
   policy.engine.on('swap', (event) => {
     logger.info({ component: 'policy', ...event }, 'policy swapped');
   });
   const gateway: Gateway = {
     dns,
     dnsAddresses,
+    proxy,
+    proxyAddresses,
     get catalog() {
       return policy.catalog;
     },
@@ -79,6 +86,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     },
     async close() {
       policy.lists.stop();
+      await proxy.close();
       await dns.close();
     },
   };

@@ -7,9 +7,10 @@ export interface HostPort {
 
 /**
  * Parses `host:port`, `[v6]:port` or `name:port`. Returns a problem text instead of throwing,
- * so config checks can collect every problem at once.
+ * so config checks can collect every problem at once. `allowAnyPort`: port 0 ("any free
+ * port") is accepted, for listen addresses.
  */
-export function parseHostPort(text: string, options: { defaultPort?: number } = {}): HostPort | string {
+export function parseHostPort(text: string, options: { defaultPort?: number; allowAnyPort?: boolean } = {}): HostPort | string {
   let host: string;
   let portText: string | undefined;
   if (text.startsWith('[')) {
@@ -33,6 +34,7 @@ export function parseHostPort(text: string, options: { defaultPort?: number } = 
   }
   if (!/^[0-9]{1,5}$/.test(portText)) return `"${text}": port is not a number`;
   const port = Number(portText);
+  if (port === 0 && options.allowAnyPort === true) return { host, port };
   if (port < 1 || port > 65535) return `"${text}": port must be 1-65535`;
   return { host, port };
 }

@@ -151,7 +151,7 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
   };
   const checkListen = (path: (string | number)[], text: string | undefined): void => {
     if (text === undefined) return;
-    const parsed = parseHostPort(text);
+    const parsed = parseHostPort(text, { allowAnyPort: true });
     if (typeof parsed === 'string') report(path, parsed);
     else if (isIP(parsed.host) === 0 && parsed.host !== 'localhost') report(path, `"${parsed.host}" must be an IP address to listen on`);
   };
@@ -167,7 +167,7 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
   });
   // Never an open resolver by accident: a listener beyond private networks needs an explicit ACL.
   for (const [key, listen] of [['listen', merged.dns.listen], ['dot', merged.dns.dot?.listen], ['doh', merged.dns.doh?.listen]] as const) {
-    const parsed = listen === undefined ? null : parseHostPort(listen);
+    const parsed = listen === undefined ? null : parseHostPort(listen, { allowAnyPort: true });
     if (parsed !== null && typeof parsed !== 'string' && isIP(parsed.host) !== 0 && !isPrivateListenHost(parsed.host) && merged.dns.allowClients === undefined) {
       report(['dns', key], `listening on ${parsed.host} reaches beyond private networks: set dns.allowClients to the networks allowed to query`);
     }

@@ -35,8 +35,7 @@ export interface DnsAddresses {
  * schema refuses it. A text that does not parse throws instead of binding every interface.
  */
 function listenAt(text: string, field: string): HostPort {
-  const isAnyPort = text.endsWith(':0');
-  const parsed = isAnyPort ? parseHostPort(text.slice(0, -2), { defaultPort: 0 }) : parseHostPort(text);
+  const parsed = parseHostPort(text, { allowAnyPort: true });
   if (typeof parsed === 'string') throw configInvalid([{ file: 'dns', field, message: parsed }]);
   return parsed;
 }

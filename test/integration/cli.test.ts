@@ -133,7 +133,8 @@ describe('portcullis apps', () => {
 describe('portcullis start', () => {
   it('logs JSON, reloads on SIGHUP and exits 0 on SIGTERM', async () => {
     const config = join(dir, 'start.yaml');
-    await writeFile(config, `store:\n  path: ${join(dir, 'data')}\n`);
+    const listeners = 'dns:\n  listen: 127.0.0.1:0\n  upstreams: [127.0.0.1:9]\nproxy:\n  tls: { listen: 127.0.0.1:0 }\n  http: { listen: 127.0.0.1:0 }\n';
+    await writeFile(config, `${listeners}store:\n  path: ${join(dir, 'data')}\n`);
     const child = spawn(process.execPath, [CLI, 'start', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: Record<string, unknown>[] = [];
     const waitFor = (msg: string): Promise<Record<string, unknown>> =>
@@ -156,7 +157,7 @@ describe('portcullis start', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     const started = await waitFor('portcullis started');
     expect(started.apps).toEqual(expect.arrayContaining(['kakaotalk', 'line']));
-    await writeFile(config, `store:\n  path: ${join(dir, 'data')}\npolicy:\n  apps: [kakaotalk]\n`);
+    await writeFile(config, `${listeners}store:\n  path: ${join(dir, 'data')}\npolicy:\n  apps: [kakaotalk]\n`);
     child.kill('SIGHUP');
     const reloaded = await waitFor('reloaded');
     expect(reloaded.version).toBeGreaterThan(started.version as number);

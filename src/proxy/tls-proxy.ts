@@ -1,0 +1,116 @@
+import type { Socket } from 'node:net';
+import type { Logger } from '../observability/logger.js';
+import type { Decision } from '../policy/index.js';
+import { abortTls, type TlsBlockAction } from './actions.js';
+import { dialDestination, splice, type DialDeps } from './dial.js';
+import { readClientHello, type ClientHelloInfo } from './tls/client-hello.js';
+
+export type ProxyResult = 'forwarded' | 'blocked' | 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'forbidden' | 'unresolved' | 'dial-failed' | 'limited';
+
+export interface ProxyEvents {
+  /** One per connection (or per HTTP request), with its outcome. */
+  onResult?: (listener: 'tls' | 'http', result: ProxyResult, blockedBy: Decision | null) => void;
+}
+
+export interface TlsProxyOptions extends ProxyEvents {
+  dial: DialDeps;
+  upstreamPort: number;
+  blockAction: TlsBlockAction;
+  clientHelloTimeoutMs: number;
+  clientHelloMaxBytes: number;
+  idleTimeoutMs: number;
+  logger: Logger;
+}
+
+/**
+ * Reads a ClientHello from `socket` (all segments, all records, within the deadline and the
+ * cap), without consuming anything it cannot hand on: the bytes read are returned to be
+ * replayed upstream unchanged. Resolves with the hello and those bytes, or a reason.
+ */
+export function readHello(socket: Socket, options: { timeoutMs: number; maxBytes: number }, initial?: Buffer): Promise<{ info: ClientHelloInfo; bytes: Buffer } | { failure: 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'closed'; reason: string }> {
+  return new Promise((resolve) => {
+    let buffered = initial ?? Buffer.alloc(0);
+    const finish = (result: Awaited<ReturnType<typeof readHello>>): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+      socket.pause();
+      resolve(result);
+    };
+    const check = (): void => {
+      const result = readClientHello(buffered, options.maxBytes);
+      if (result.kind === 'need-more') {
+        if (buffered.length >= options.maxBytes) finish({ failure: 'too-large', reason: 'too-large' });
+        return;
+      }
+      if (result.kind === 'found') finish({ info: { sni: result.sni, alpn: result.alpn, hasEch: result.hasEch }, bytes: buffered });
+      else if (result.kind === 'no-name') finish({ failure: 'no-sni', reason: 'no-sni' });
+      else finish({ failure: result.reason === 'too-large' ? 'too-large' : 'invalid', reason: result.reason });
+    };
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      check();
+    };
+    const onEnd = (): void => finish({ failure: 'closed', reason: 'closed' });
+    const timer = setTimeout(() => finish({ failure: 'timeout', reason: 'timeout' }), options.timeoutMs);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', onEnd);
+    socket.resume();
+    if (buffered.length > 0) check();
+  });
+}
+
+/**
+ * Explicit TLS proxy, as sniproxy: read the ClientHello, decide on its SNI, resolve and decide
+ * on the addresses, dial, replay the hello bytes, splice. Read, decide and act stay apart:
+ * client-hello.ts reads, policy.decide decides, this function acts.
+ */
+export async function handleTlsConnection(socket: Socket, options: TlsProxyOptions, done: () => void): Promise<void> {
+  const log = options.logger;
+  const report = options.onResult ?? (() => undefined);
+  const hello = await readHello(socket, { timeoutMs: options.clientHelloTimeoutMs, maxBytes: options.clientHelloMaxBytes });
+  if ('failure' in hello) {
+    if (hello.failure !== 'closed') {
+      report('tls', hello.failure === 'no-sni' ? 'no-sni' : hello.failure, null);
+      log.debug({ reason: hello.reason }, 'client hello refused');
+      abortTls(socket, options.blockAction);
+    } else socket.destroy();
+    done();
+    return;
+  }
+  const { sni } = hello.info;
+  const decision = options.dial.policy.decide({ name: sni, port: options.upstreamPort, layer: 'tls' });
+  if (decision.verdict === 'block') {
+    log.info({ app: decision.app, layer: 'tls', rule: decision.rule, name: sni }, 'blocked');
+    report('tls', 'blocked', decision);
+    abortTls(socket, options.blockAction);
+    done();
+    return;
+  }
+  const outcome = await dialDestination(sni, options.upstreamPort, 'tls', options.dial);
+  if (outcome.kind !== 'connected') {
+    if (outcome.kind === 'blocked') {
+      log.info({ app: outcome.decision.app, layer: 'tls', rule: outcome.decision.rule, name: sni }, 'blocked');
+      report('tls', 'blocked', outcome.decision);
+    } else {
+      log.info({ name: sni, outcome: outcome.kind, reason: 'reason' in outcome ? outcome.reason : undefined }, 'not forwarded');
+      report('tls', outcome.kind === 'failed' ? 'dial-failed' : outcome.kind, null);
+    }
+    abortTls(socket, options.blockAction);
+    done();
+    return;
+  }
+  const upstream = outcome.socket;
+  if (socket.destroyed) {
+    // The client went away while the upstream was dialled: nobody to splice it with.
+    upstream.destroy();
+    done();
+    return;
+  }
+  upstream.write(hello.bytes);
+  report('tls', 'forwarded', null);
+  splice(socket, upstream, options.idleTimeoutMs, done);
+  socket.resume();
+}
