@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { configInvalid } from '../errors.js';
 
 export interface HostPort {
   host: string;
@@ -41,4 +42,14 @@ export function parseHostPort(text: string, options: { defaultPort?: number; all
 
 export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/**
+ * A listen address for a listener about to bind (port 0: any free port). A text that does not
+ * parse throws PCL_ERR_CONFIG_INVALID naming the field, rather than binding every interface.
+ */
+export function parseListenAddress(text: string, field: string): HostPort {
+  const parsed = parseHostPort(text, { allowAnyPort: true });
+  if (typeof parsed === 'string') throw configInvalid([{ file: 'config', field, message: parsed }]);
+  return parsed;
 }

@@ -1,4 +1,4 @@
-export { parseHostPort, isLoopbackHost, type HostPort } from './address.js';
+export { parseHostPort, parseListenAddress, isLoopbackHost, type HostPort } from './address.js';
 export { DEFAULTS } from './defaults.js';
 export { CONFIG_KEYS, DEFAULT_CONFIG_FILE, loadConfig, loadConfigChecked, parseDurationMs, type LoadOptions, type LoadResult } from './load.js';
 export type { Config, DnsConfig, ListConfig, ProxyConfig, TokenConfig } from './schema.js';

@@ -2,9 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
 import { loadCategory } from '../catalog/index.js';
-import { parseHostPort, type HostPort } from '../config/address.js';
+import { parseListenAddress } from '../config/address.js';
 import type { DnsConfig } from '../config/index.js';
-import { configInvalid } from '../errors.js';
 import { SuffixNameSet } from '../match/name-set.js';
 import type { Logger } from '../observability/logger.js';
 import { AnswerCache, DEFAULT_CACHE_LIMITS } from './cache.js';
@@ -30,15 +29,6 @@ export interface DnsAddresses {
   doh?: { address: string; port: number };
 }
 
-/**
- * A listen address; port 0 (any free port, as tests bind) is accepted here though the config
- * schema refuses it. A text that does not parse throws instead of binding every interface.
- */
-function listenAt(text: string, field: string): HostPort {
-  const parsed = parseHostPort(text, { allowAnyPort: true });
-  if (typeof parsed === 'string') throw configInvalid([{ file: 'dns', field, message: parsed }]);
-  return parsed;
-}
 
 /** One resolver: the handler chain, its cache and upstream pool, and every listener. */
 export class DnsServer {
@@ -57,7 +47,7 @@ export class DnsServer {
     this.upstream = upstream;
     const { config, logger } = deps;
     const log = logger.child({ component: 'dns' });
-    const listen = listenAt(config.listen, 'dns.listen');
+    const listen = parseListenAddress(config.listen, 'dns.listen');
     const limits: StreamLimits = { idleTimeoutMs: config.tcp.idleTimeoutMs, maxConnections: config.tcp.maxConnections, maxPipelined: config.tcp.maxPipelined };
     this.udp = new DnsUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log);
     this.named.set('tcp', createTcpListener(chain, limits, log));
@@ -98,7 +88,7 @@ export class DnsServer {
 
   async listen(): Promise<DnsAddresses> {
     const { config } = this.deps;
-    const main = listenAt(config.listen, 'dns.listen');
+    const main = parseListenAddress(config.listen, 'dns.listen');
     await new Promise<void>((resolve, reject) => {
       this.udp.once('error', reject);
       this.udp.bind(main.port, main.host, () => {
@@ -121,12 +111,12 @@ export class DnsServer {
     const addresses: DnsAddresses = { udp: { address: udpAddress.address, port: udpAddress.port }, tcp: await bind(this.named.get('tcp')!, main.host, port) };
     const dot = this.named.get('dot');
     if (dot !== undefined && config.dot !== null) {
-      const at = listenAt(config.dot.listen, 'dns.dot.listen');
+      const at = parseListenAddress(config.dot.listen, 'dns.dot.listen');
       addresses.dot = await bind(dot, at.host, at.port);
     }
     const doh = this.named.get('doh');
     if (doh !== undefined && config.doh !== null) {
-      const at = listenAt(config.doh.listen, 'dns.doh.listen');
+      const at = parseListenAddress(config.doh.listen, 'dns.doh.listen');
       addresses.doh = await bind(doh, at.host, at.port);
     }
     this.deps.logger.info({ component: 'dns', ...addresses }, 'dns listening');

@@ -1,8 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ProxyConfig } from '../config/index.js';
-import { parseHostPort } from '../config/address.js';
+import { parseListenAddress } from '../config/address.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { configInvalid } from '../errors.js';
 import type { AddressResolver, PolicyView } from '../dns/index.js';
 import type { Logger } from '../observability/logger.js';
 import { ClientSlots } from './client-slots.js';
@@ -23,16 +22,6 @@ export interface ProxyAddresses {
   http: { address: string; port: number };
 }
 
-/**
- * A listen address; port 0 (any free port, as tests bind) is accepted here though the config
- * schema refuses it. A text that does not parse throws instead of binding every interface.
- */
-function listenAt(text: string, field: string): { host: string; port: number } {
-  const isAnyPort = text.endsWith(':0');
-  const parsed = isAnyPort ? parseHostPort(text.slice(0, -2), { defaultPort: 0 }) : parseHostPort(text);
-  if (typeof parsed === 'string') throw configInvalid([{ file: 'proxy', field, message: parsed }]);
-  return parsed;
-}
 
 /**
  * The TLS (SNI) and HTTP (Host) proxy listeners, explicit mode. Each connection takes a slot
@@ -135,7 +124,7 @@ export class ProxyServer {
 
   async listen(): Promise<ProxyAddresses> {
     const bind = (server: Server, listen: string, field: string): Promise<{ address: string; port: number }> => {
-      const at = listenAt(listen, field);
+      const at = parseListenAddress(listen, field);
       return new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(at.port, at.host, () => {
