@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../observability/logger.js';
+import type { Decision } from '../policy/index.js';
 import { abortTls, httpStatusResponse, type TlsBlockAction } from './actions.js';
 import { dialDestination, splice, type DialDeps, type DialOutcome } from './dial.js';
 import { bodyLength, readRequestHead, type RequestHead } from './http/index.js';
@@ -21,6 +22,8 @@ const STATUS_FOR_HEAD_REASON: Record<string, number> = { 'head-too-large': 431 }
 /** Largest body piece handed to upstream at once; bodies stream through. */
 const BODY_CHUNK_LIMIT = 1 << 20;
 /** Longest chunk-size or trailer line accepted in a chunked body. */
+/** A request asking to switch protocols (RFC 9110 7.8). */
+const UPGRADE_FIELD = /\r\nupgrade:/i;
 const MAX_CHUNK_LINE_BYTES = 4096;
 
 /**
@@ -157,10 +160,16 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     }
   };
 
+  /**
+   * The request's destination decides: an absolute-URI (or CONNECT) authority wins over Host
+   * (RFC 9112 3.2.2), and it is also the address that is dialled.
+   */
+  const decideHead = (head: RequestHead, port: number): Decision => options.dial.policy.decide({ name: head.host, port, layer: 'http' });
+
   const tunnel = async (head: RequestHead): Promise<void> => {
     const host = head.host!;
     const port = head.port ?? 443;
-    const decision = options.dial.policy.decide({ name: host, port, layer: 'http' });
+    const decision = decideHead(head, port);
     if (decision.verdict === 'block') {
       finish(refuseDial({ kind: 'blocked', decision }, host));
       return;
@@ -244,7 +253,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     }
     const host = head.host!;
     const port = head.port ?? options.upstreamPort;
-    const decision = options.dial.policy.decide({ name: host, port, layer: 'http' });
+    const decision = decideHead(head, port);
     if (decision.verdict === 'block') {
       await releaseUpstream();
       finish(refuseDial({ kind: 'blocked', decision }, host));
@@ -274,6 +283,18 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     const headBytes = reader.take(head.headerBytes);
     upstream.write(headBytes);
     report('http', 'forwarded', null);
+    if (UPGRADE_FIELD.test(headBytes.toString('latin1'))) {
+      // WebSocket and other upgrades: after a 101 the bytes are no longer HTTP requests. The
+      // destination has been decided; what follows is a tunnel to it.
+      const connected: Socket = upstream;
+      connected.unpipe(socket);
+      connected.write(reader.take(reader.buffered.length));
+      socket.removeAllListeners('data');
+      connected.removeAllListeners('end');
+      splice(socket, connected, options.idleTimeoutMs, done);
+      socket.resume();
+      return;
+    }
     const length = bodyLength(head);
     const isBodyComplete = length === 'chunked' ? await forwardChunked() : await forwardBytes(length);
     if (!isBodyComplete) {

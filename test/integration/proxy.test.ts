@@ -1068,3 +1068,27 @@ describe('portcullis start (spawned)', () => {
     expect(await exited).toBe(0);
   });
 });
+
+describe('HTTP upgrade', () => {
+  it('after an Upgrade request the connection becomes a tunnel to the decided destination', async () => {
+    const upgradeServer = createServer((socket) => {
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+        socket.on('data', (chunk: Buffer) => socket.write(chunk));
+      });
+    });
+    await new Promise<void>((resolve) => upgradeServer.listen(0, '127.0.0.1', resolve));
+    const upgradePort = (upgradeServer.address() as AddressInfo).port;
+    try {
+      const conn = await RawConn.open(main.http);
+      await conn.write(`GET http://${ALLOWED}:${upgradePort}/ HTTP/1.1\r\nHost: ${ALLOWED}:${upgradePort}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n`);
+      await conn.until(() => conn.received.toString('latin1').includes('101 Switching Protocols'));
+      // Frames after the 101 are not HTTP heads: they must pass through, not earn a 400.
+      await conn.write('\x81\x05hello not-an-http-head');
+      await conn.until(() => conn.received.toString('latin1').includes('not-an-http-head'));
+      conn.destroy();
+    } finally {
+      upgradeServer.close();
+    }
+  });
+});
