@@ -76,7 +76,7 @@ export const DEFAULTS = Object.freeze({
   /** One UDP attempt waits this long before the question goes to another upstream. */
   upstreamTimeoutMs: 1_000,
   /** Whole question, all attempts: the resolver can still answer SERVFAIL within 2 s. */
-  upstreamDeadlineMs: 1_800,
+  upstreamDeadlineMs: 1_500,
   /** Upstream attempts per question (probes of a down upstream not counted). */
   upstreamMaxAttempts: 3,
   /** Consecutive failures that mark an upstream down (CoreDNS forward's max_fails). */

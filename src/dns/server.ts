@@ -30,11 +30,15 @@ export interface DnsAddresses {
 }
 
 
+/** Tries at finding one port free for both UDP and TCP when the listen port is 0. */
+const ANY_PORT_ATTEMPTS = 8;
+
 /** One resolver: the handler chain, its cache and upstream pool, and every listener. */
 export class DnsServer {
   readonly cache: AnswerCache;
   readonly upstream: UpstreamResolver;
-  private readonly udp: DnsUdpListener;
+  private udp: DnsUdpListener;
+  private readonly newUdp: () => DnsUdpListener;
   private readonly streams: NetServer[] = [];
   private readonly named = new Map<'tcp' | 'dot' | 'doh', NetServer>();
   private readonly deps: DnsServerDeps;
@@ -49,7 +53,8 @@ export class DnsServer {
     const log = logger.child({ component: 'dns' });
     const listen = parseListenAddress(config.listen, 'dns.listen');
     const limits: StreamLimits = { idleTimeoutMs: config.tcp.idleTimeoutMs, maxConnections: config.tcp.maxConnections, maxPipelined: config.tcp.maxPipelined };
-    this.udp = new DnsUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log);
+    this.newUdp = () => new DnsUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log);
+    this.udp = this.newUdp();
     this.named.set('tcp', createTcpListener(chain, limits, log));
     if (config.dot !== null && tls !== null) this.named.set('dot', createDotListener(chain, limits, tls, log));
     if (config.doh !== null && tls !== null) this.named.set('doh', createDohListener(chain, { path: config.doh.path, cert: tls.cert, key: tls.key, limits }, log));
@@ -89,16 +94,6 @@ export class DnsServer {
   async listen(): Promise<DnsAddresses> {
     const { config } = this.deps;
     const main = parseListenAddress(config.listen, 'dns.listen');
-    await new Promise<void>((resolve, reject) => {
-      this.udp.once('error', reject);
-      this.udp.bind(main.port, main.host, () => {
-        this.udp.off('error', reject);
-        resolve();
-      });
-    });
-    const udpAddress = this.udp.address();
-    // Port 0 means "any": TCP takes the port UDP got, as clients expect both on one port.
-    const port = main.port === 0 ? udpAddress.port : main.port;
     const bind = (server: NetServer, host: string, p: number): Promise<{ address: string; port: number }> =>
       new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -108,7 +103,29 @@ export class DnsServer {
           resolve(typeof address === 'object' && address !== null ? { address: address.address, port: address.port } : { address: host, port: p });
         });
       });
-    const addresses: DnsAddresses = { udp: { address: udpAddress.address, port: udpAddress.port }, tcp: await bind(this.named.get('tcp')!, main.host, port) };
+    // Port 0 means "any": TCP takes the port UDP got, as clients expect both on one port. That
+    // number may already be taken for TCP; then UDP tries another (a few times).
+    let udpAddress: { address: string; port: number } | null = null;
+    let tcpAddress: { address: string; port: number } | null = null;
+    for (let attempt = 0; tcpAddress === null; attempt++) {
+      await new Promise<void>((resolve, reject) => {
+        this.udp.once('error', reject);
+        this.udp.bind(main.port, main.host, () => {
+          this.udp.off('error', reject);
+          resolve();
+        });
+      });
+      udpAddress = this.udp.address();
+      try {
+        tcpAddress = await bind(this.named.get('tcp')!, main.host, main.port === 0 ? udpAddress.port : main.port);
+      } catch (e: unknown) {
+        const isTaken = (e as NodeJS.ErrnoException).code === 'EADDRINUSE';
+        if (main.port !== 0 || !isTaken || attempt >= ANY_PORT_ATTEMPTS) throw e;
+        await new Promise<void>((resolve) => this.udp.close(() => resolve()));
+        this.udp = this.newUdp();
+      }
+    }
+    const addresses: DnsAddresses = { udp: { address: udpAddress!.address, port: udpAddress!.port }, tcp: tcpAddress };
     const dot = this.named.get('dot');
     if (dot !== undefined && config.dot !== null) {
       const at = parseListenAddress(config.dot.listen, 'dns.dot.listen');
