@@ -78,7 +78,7 @@ export function splice(client: Socket, upstream: Socket, idleTimeoutMs: number, 
     socket.on('close', () => {
       // The other side may still be flushing a half-closed stream; end it rather than cut it.
       const other = socket === client ? upstream : client;
-      if (!other.destroyed) other.end();
+      if (!other.destroyed && !other.writableEnded) other.end();
       if (client.destroyed && upstream.destroyed) close();
     });
   }
