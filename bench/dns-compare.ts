@@ -1,237 +1,730 @@
 /**
- * DNS side by side: portcullis, dnsmasq and unbound, configured alike (same local upstream,
- * the same blocked domains: the catalog's core domains), each pinned to CPU 0; dnsperf and the
- * upstream on CPU 1. Workloads: cache-hit, blocked, mixed (70% hits, 20% blocked, 10% misses).
+ * DNS side by side: portcullis, dnsmasq and unbound, configured alike — the same local upstream,
+ * the same blocked names (every catalog core domain in blocklists/*.yaml, NXDOMAIN), loopback
+ * clients only, no rate limit — each pinned to CPU 0. dnsperf and the upstream (a separate
+ * dnsmasq answering every name with 192.0.2.1, TTL 1 h) run on CPU 1.
  *
- *   npm run bench:dns                  (DURATION=10 RUNS=3 by default)
+ *   npm run bench:dns          (DURATION=10 RUNS=3 WARMUP=2 CLIENTS=20 OUTSTANDING=100)
  *
- * dnsperf reports QPS, lost queries and average/max latency (it has no percentiles).
- * Target (issue "DNS resolver"): cache-hit and blocked QPS >= 1.0x dnsmasq on one core.
+ * Workloads:
+ *   cache-hit  100 allowed names, repeated (warmed first)
+ *   blocked    50,000 distinct subdomains of the catalog's core domains
+ *   mixed      70% cache hits, 20% blocked, 10% misses of names never asked before
+ *
+ * Metrics per server: QPS, latency p50/p99 (from dnsperf -v per-query latencies, µs
+ * resolution; dnsperf 2.10 has no percentile option), average and max (dnsperf's summary),
+ * lost queries, and the CPU use of the server and of dnsperf over the steady part of the run:
+ * a server below ~90% CPU while dnsperf is near 100% was limited by the load generator, and its
+ * QPS is a lower bound. A plain Node dgram echo on the same core gives the ceiling for any Node
+ * server. Median of RUNS runs; JSON to bench/results/dns-<date>.json.
+ *
+ * Target (issue 4, "Speed"): cache-hit and blocked QPS >= 1.0x dnsmasq; < 0.8x is not done.
  */
-import { spawn, execSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { createReadStream, createWriteStream, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { createInterface } from 'node:readline';
+import { parse, stringify } from 'yaml';
 
-const DURATION = Number(process.env.DURATION ?? 10);
-const RUNS = Number(process.env.RUNS ?? 3);
+function envInt(name: string, fallback: number, min: number): number {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min}, got ${raw ?? ''}`);
+  return value;
+}
+
+const DURATION_SEC = envInt('DURATION', 10, 1);
+const RUNS = envInt('RUNS', 3, 1);
+const WARMUP_SEC = envInt('WARMUP', 2, 0);
+/** dnsperf -c: client sockets (source ports). */
+const CLIENTS = envInt('CLIENTS', 20, 1);
+/** dnsperf -q: queries outstanding; enough to keep every server busy without flooding its socket buffer. */
+const OUTSTANDING = envInt('OUTSTANDING', 100, 1);
+const MAX_QPS = 500_000;
+const QUERY_TIMEOUT_SEC = 2;
 const SERVER_CPU = '0';
 const LOAD_CPU = '1';
-const ports = { upstream: 25_353, portcullis: 25_354, dnsmasq: 25_355, unbound: 25_356, echo: 25_357 };
-const dir = mkdtempSync(join(tmpdir(), 'portcullis-dnsbench-'));
-const children: ChildProcess[] = [];
+const READY_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 5_000;
+/** The mixed workload's miss names must never repeat within a run: lines enough for this rate. */
+const MIXED_LINES_PER_SEC = 300_000;
+const HIT_NAMES = 100;
+const BLOCKED_NAMES = 50_000;
+const UPSTREAM_ANSWER = '192.0.2.1';
 
-function coreDomains(): string[] {
-  const out: string[] = [];
-  for (const app of ['kakaotalk', 'line', 'didi', 'talkbox', 'vower']) {
-    const doc = parse(readFileSync(new URL(`../blocklists/${app}.yaml`, import.meta.url), 'utf8')) as { domains: { value: string; tier: string }[] };
-    for (const d of doc.domains) if (d.tier === 'core') out.push(d.value);
+const SERVERS = ['portcullis', 'dnsmasq', 'unbound'] as const;
+const WORKLOADS = ['cache-hit', 'blocked', 'mixed'] as const;
+type ServerName = (typeof SERVERS)[number] | 'node-echo';
+type Workload = (typeof WORKLOADS)[number];
+
+interface Running {
+  name: string;
+  child: ChildProcess;
+  output: string;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'portcullis-dnsbench-'));
+const running: Running[] = [];
+
+// ---------------------------------------------------------------------------------------------
+// processes
+
+/** Starts `command` pinned to `cpu`; keeps the last few KB of its output for error messages. */
+function launch(name: string, cpu: string, command: string, args: string[]): Running {
+  const child = spawn('taskset', ['-c', cpu, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const entry: Running = { name, child, output: '' };
+  const keep = (chunk: Buffer): void => {
+    entry.output = (entry.output + chunk.toString()).slice(-8192);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  child.on('error', (e) => {
+    entry.output += `\nspawn error: ${e.message}`;
+  });
+  running.push(entry);
+  return entry;
+}
+
+function isAlive(entry: Running): boolean {
+  return entry.child.exitCode === null && entry.child.signalCode === null;
+}
+
+async function stop(entry: Running): Promise<void> {
+  if (!isAlive(entry)) return;
+  const exited = new Promise<void>((resolve) => entry.child.once('exit', () => resolve()));
+  entry.child.kill('SIGTERM');
+  const timer = setTimeout(() => entry.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function stopAll(): Promise<void> {
+  await Promise.all(running.map((entry) => stop(entry)));
+}
+
+/** Last resort on exit: nothing this bench started may outlive it. */
+process.on('exit', () => {
+  for (const entry of running) if (isAlive(entry)) entry.child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping every process this bench started`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+/** A port free on 127.0.0.1 for both UDP and TCP (the servers bind both). */
+async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const udp = createSocket('udp4');
+    const port = await new Promise<number>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(0, '127.0.0.1', () => resolve(udp.address().port));
+    });
+    const tcp = createServer();
+    const isFree = await new Promise<boolean>((resolve) => {
+      tcp.once('error', () => resolve(false));
+      tcp.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+    if (isFree) {
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      return port;
+    }
   }
+  throw new Error('no free port on 127.0.0.1');
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS probe: one A query over UDP, for readiness and the sanity checks
+
+interface ProbeAnswer {
+  rcode: number;
+  answers: number;
+}
+
+function encodeQuery(id: number, name: string): Buffer {
+  const labels = name.split('.').filter((l) => l.length > 0);
+  const out = Buffer.alloc(12 + labels.reduce((n, l) => n + l.length + 1, 1) + 4);
+  out.writeUInt16BE(id, 0);
+  out.writeUInt16BE(0x0100, 2); // RD
+  out.writeUInt16BE(1, 4);
+  let pos = 12;
+  for (const label of labels) {
+    out[pos++] = label.length;
+    pos += out.write(label, pos, 'ascii');
+  }
+  out[pos++] = 0;
+  out.writeUInt16BE(1, pos); // A
+  out.writeUInt16BE(1, pos + 2); // IN
   return out;
 }
 
-/**
- * A fast upstream in its own process (dnsperf runs synchronously here, so an in-process
- * responder would stall): answers every query with one A record (TTL 1 h).
- */
-const UPSTREAM_SOURCE = `
-const socket = require('node:dgram').createSocket('udp4');
-socket.on('message', (msg, rinfo) => {
-  if (msg.length < 12) return;
-  let pos = 12;
-  while (pos < msg.length && msg[pos] !== 0) pos += msg[pos] + 1;
-  const questionEnd = pos + 5;
-  if (questionEnd > msg.length) return;
-  const out = Buffer.allocUnsafe(questionEnd + 16);
-  msg.copy(out, 0, 0, questionEnd);
-  out.writeUInt16BE(0x8180 | (msg.readUInt16BE(2) & 0x0100), 2);
-  out.writeUInt16BE(1, 4);
-  out.writeUInt16BE(1, 6);
-  out.writeUInt32BE(0, 8);
-  out.set([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 192, 0, 2, 1], questionEnd);
-  socket.send(out, rinfo.port, rinfo.address);
-});
-socket.bind(Number(process.argv[1]), '127.0.0.1', () => console.log('upstream ready'));
-`;
-
-function startUpstream(): Promise<void> {
-  const child = spawn('taskset', ['-c', LOAD_CPU, process.execPath, '-e', UPSTREAM_SOURCE, String(ports.upstream)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    child.stdout.once('data', () => resolve());
-    child.once('exit', (code) => reject(new Error(`upstream exited with ${code}`)));
-  });
-}
-
-function start(name: string, command: string, args: string[], readyPattern: RegExp | null): Promise<void> {
-  const child = spawn('taskset', ['-c', SERVER_CPU, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let output = '';
-    const timer = setTimeout(() => (readyPattern === null ? resolve() : reject(new Error(`${name} did not start: ${output.slice(-500)}`))), readyPattern === null ? 1500 : 15_000);
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (readyPattern?.test(output) === true) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => {
+function probe(port: number, name: string, timeoutMs: number): Promise<ProbeAnswer | null> {
+  const socket = createSocket('udp4');
+  const id = Math.floor(Math.random() * 0xffff);
+  return new Promise((resolve) => {
+    const done = (answer: ProbeAnswer | null): void => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code}: ${output.slice(-500)}`));
+      socket.close();
+      resolve(answer);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    socket.on('error', () => done(null));
+    socket.on('message', (msg) => {
+      if (msg.length >= 12 && msg.readUInt16BE(0) === id) done({ rcode: msg[3]! & 0xf, answers: msg.readUInt16BE(6) });
     });
+    socket.send(encodeQuery(id, name), port, '127.0.0.1');
   });
 }
 
-async function startServers(domains: string[]): Promise<void> {
-  const config = join(dir, 'portcullis.yaml');
-  writeFileSync(
-    config,
-    [
-      `dns:`,
-      `  listen: 127.0.0.1:${ports.portcullis}`,
-      `  upstreams: [127.0.0.1:${ports.upstream}]`,
-      `  rateLimit: { perSecond: 0 }`,
-      `  allowClients: [127.0.0.0/8]`,
-      `proxy:`,
-      `  tls: { listen: 127.0.0.1:0 }`,
-      `  http: { listen: 127.0.0.1:0 }`,
-      `admin:`,
-      `  listen: 127.0.0.1:0`,
-      `store:`,
-      `  path: ${join(dir, 'data')}`,
-      `log:`,
-      `  level: warn`,
-    ].join('\n'),
-  );
-  const cli = new URL('../dist/cli.js', import.meta.url).pathname;
-  await start('portcullis', process.execPath, [cli, 'start', '--config', config], null);
-  await start('dnsmasq', '/usr/sbin/dnsmasq', [
+async function waitReady(entry: Running, port: number): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (!isAlive(entry)) throw new Error(`${entry.name} exited (${entry.child.exitCode ?? entry.child.signalCode}): ${entry.output.slice(-1500)}`);
+    if ((await probe(port, 'ready.bench.example.net', 200)) !== null) return;
+  }
+  throw new Error(`${entry.name} did not answer on 127.0.0.1:${port} within ${READY_TIMEOUT_MS} ms: ${entry.output.slice(-1500)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the servers
+
+/** Every core-tier domain of every catalog app (blocklists/*.yaml). */
+function coreDomains(): string[] {
+  const folder = new URL('../blocklists/', import.meta.url);
+  const out: string[] = [];
+  for (const file of readdirSync(folder).filter((f) => f.endsWith('.yaml')).sort()) {
+    const doc = parse(readFileSync(new URL(file, folder), 'utf8')) as { domains?: { value: string; tier: string }[] | null };
+    for (const d of doc.domains ?? []) if (d.tier === 'core') out.push(d.value.toLowerCase());
+  }
+  if (out.length === 0) throw new Error('no core domains found in blocklists/*.yaml');
+  return out;
+}
+
+async function startUpstream(): Promise<number> {
+  const port = await freePort();
+  const entry = launch('upstream', LOAD_CPU, '/usr/sbin/dnsmasq', [
     '--no-daemon',
-    `--port=${ports.dnsmasq}`,
+    '--conf-file=/dev/null',
+    `--port=${port}`,
     '--listen-address=127.0.0.1',
     '--bind-interfaces',
     '--no-resolv',
     '--no-hosts',
-    `--server=127.0.0.1#${ports.upstream}`,
+    `--address=/#/${UPSTREAM_ANSWER}`,
+    '--local-ttl=3600',
+    '--cache-size=0',
+    '--user=root',
+    '--pid-file=',
+    '--log-facility=-',
+  ]);
+  await waitReady(entry, port);
+  return port;
+}
+
+async function startPortcullis(upstreamPort: number): Promise<{ entry: Running; port: number }> {
+  const config = join(dir, 'portcullis.yaml');
+  writeFileSync(
+    config,
+    stringify({
+      dns: {
+        listen: '127.0.0.1:0',
+        upstreams: [`127.0.0.1:${upstreamPort}`],
+        rateLimit: { perSecond: 0 },
+        allowClients: ['127.0.0.0/8'],
+      },
+      proxy: { tls: { listen: '127.0.0.1:0' }, http: { listen: '127.0.0.1:0' } },
+      admin: { listen: '127.0.0.1:0' },
+      store: { path: join(dir, 'portcullis-data') },
+      log: { level: 'info' },
+    }),
+  );
+  const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build (npm run bench:dns does)`);
+  const entry = launch('portcullis', SERVER_CPU, process.execPath, [cli, 'start', '--config', config]);
+  // The "dns listening" log line carries the UDP port portcullis bound.
+  const port = await new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => reject(new Error(`portcullis did not log "dns listening" within ${READY_TIMEOUT_MS} ms: ${entry.output.slice(-1500)}`)), READY_TIMEOUT_MS);
+    const onExit = (): void => {
+      clearTimeout(timer);
+      reject(new Error(`portcullis exited: ${entry.output.slice(-1500)}`));
+    };
+    entry.child.once('exit', onExit);
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        if (!line.includes('dns listening')) continue;
+        const log = JSON.parse(line) as { udp?: { port?: number } };
+        if (typeof log.udp?.port !== 'number') continue;
+        clearTimeout(timer);
+        entry.child.off('exit', onExit);
+        entry.child.stdout!.off('data', onData);
+        resolve(log.udp.port);
+        return;
+      }
+    };
+    entry.child.stdout!.on('data', onData);
+  });
+  await waitReady(entry, port);
+  return { entry, port };
+}
+
+async function startDnsmasq(upstreamPort: number, domains: string[]): Promise<{ entry: Running; port: number }> {
+  const port = await freePort();
+  const entry = launch('dnsmasq', SERVER_CPU, '/usr/sbin/dnsmasq', [
+    '--no-daemon',
+    '--conf-file=/dev/null',
+    `--port=${port}`,
+    '--listen-address=127.0.0.1',
+    '--bind-interfaces',
+    '--no-resolv',
+    '--no-hosts',
+    `--server=127.0.0.1#${upstreamPort}`,
     '--cache-size=10000',
     '--user=root',
     '--pid-file=',
+    '--log-facility=-',
     ...domains.map((d) => `--address=/${d}/`),
-  ], null);
-  const unboundConf = join(dir, 'unbound.conf');
+  ]);
+  await waitReady(entry, port);
+  return { entry, port };
+}
+
+async function startUnbound(upstreamPort: number, domains: string[]): Promise<{ entry: Running; port: number }> {
+  const port = await freePort();
+  const conf = join(dir, 'unbound.conf');
   writeFileSync(
-    unboundConf,
+    conf,
     [
       'server:',
-      `  interface: 127.0.0.1@${ports.unbound}`,
+      `  interface: 127.0.0.1@${port}`,
+      `  port: ${port}`,
+      '  do-ip6: no',
       '  num-threads: 1',
       '  do-daemonize: no',
+      `  directory: "${dir}"`,
       '  chroot: ""',
       '  username: ""',
       '  logfile: ""',
-      '  pidfile: ""',
       '  use-syslog: no',
+      '  pidfile: ""',
+      '  verbosity: 0',
+      '  access-control: 0.0.0.0/0 refuse',
       '  access-control: 127.0.0.0/8 allow',
       '  module-config: "iterator"',
       '  do-not-query-localhost: no',
       '  msg-cache-size: 64m',
-      '  rrset-cache-size: 128m',
+      '  rrset-cache-size: 64m',
+      '  msg-cache-slabs: 1',
+      '  rrset-cache-slabs: 1',
       ...domains.map((d) => `  local-zone: "${d}." always_nxdomain`),
       'forward-zone:',
       '  name: "."',
-      `  forward-addr: 127.0.0.1@${ports.upstream}`,
+      `  forward-addr: 127.0.0.1@${upstreamPort}`,
+      '',
     ].join('\n'),
   );
-  await start('unbound', '/usr/sbin/unbound', ['-d', '-c', unboundConf], null);
-  // The ceiling for any Node server on this machine: a dgram socket that echoes each query back.
-  await start('node-echo', process.execPath, ['-e', ECHO_SOURCE, String(ports.echo)], /echo ready/);
+  execFileSync('unbound-checkconf', [conf], { stdio: 'pipe' });
+  const entry = launch('unbound', SERVER_CPU, '/usr/sbin/unbound', ['-d', '-c', conf]);
+  await waitReady(entry, port);
+  return { entry, port };
 }
 
+/** The ceiling for any Node server here: a dgram socket that turns each query around. */
 const ECHO_SOURCE = `
 const socket = require('node:dgram').createSocket('udp4');
 socket.on('message', (msg, rinfo) => { msg[2] |= 0x80; socket.send(msg, rinfo.port, rinfo.address); });
-socket.bind(Number(process.argv[1]), '127.0.0.1', () => console.log('echo ready'));
+socket.bind(Number(process.argv[1]), '127.0.0.1');
 `;
 
-interface PerfResult {
-  qps: number;
-  lost: number;
-  avgLatencyMs: number;
-  maxLatencyMs: number;
+async function startEcho(): Promise<{ entry: Running; port: number }> {
+  const port = await freePort();
+  const entry = launch('node-echo', SERVER_CPU, process.execPath, ['-e', ECHO_SOURCE, String(port)]);
+  await waitReady(entry, port);
+  return { entry, port };
 }
 
-function dnsperf(port: number, file: string, seconds: number): PerfResult {
-  const out = execSync(`taskset -c ${LOAD_CPU} dnsperf -s 127.0.0.1 -p ${port} -d ${file} -l ${seconds} -c 8 -q 500 -t 2`, { encoding: 'utf8' });
-  const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? Number.NaN);
-  return {
-    qps: num(/Queries per second:\s+([\d.]+)/),
-    lost: num(/Queries lost:\s+(\d+)/),
-    avgLatencyMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
-    maxLatencyMs: num(/Average Latency \(s\):.*max ([\d.]+)/) * 1000,
+/** Each server answers an allowed name with the upstream's address and every core domain with NXDOMAIN. */
+async function checkAnswers(name: string, port: number, domains: string[]): Promise<void> {
+  const allowed = await probe(port, 'host0.bench.example.net', 2000);
+  if (allowed?.rcode !== 0 || allowed.answers < 1) throw new Error(`${name}: host0.bench.example.net got ${JSON.stringify(allowed)}, want NOERROR with an answer`);
+  for (const d of domains) {
+    for (const q of [d, `check.${d}`]) {
+      const blocked = await probe(port, q, 2000);
+      if (blocked?.rcode !== 3) throw new Error(`${name}: ${q} got ${JSON.stringify(blocked)}, want NXDOMAIN`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// workloads
+
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
+const hitNames = Array.from({ length: HIT_NAMES }, (_, i) => `host${i}.bench.example.net`);
+
+function blockedNames(domains: string[]): string[] {
+  const rng = mulberry32(7);
+  const prefixes = ['', 'api.', 'cdn.', 'talk.', 'media.', 'a.b.'];
+  return Array.from({ length: BLOCKED_NAMES }, (_, i) => `${prefixes[i % prefixes.length]}n${i.toString(36)}.${domains[Math.floor(rng() * domains.length)]}`);
 }
 
-async function main(): Promise<void> {
-  execSync('npm run build', { stdio: 'ignore' });
-  const domains = coreDomains();
-  await startUpstream();
-  await startServers(domains);
-  const hits = Array.from({ length: 100 }, (_, i) => `host${i}.bench.test A`);
-  const blocked = Array.from({ length: 10_000 }, (_, i) => `n${i}.${domains[i % domains.length]} A`);
-  const mixed: string[] = [];
-  for (let i = 0; i < 100_000; i++) {
-    const r = i % 10;
-    mixed.push(r < 7 ? hits[i % hits.length]! : r < 9 ? blocked[i % blocked.length]! : `miss${i}.bench.test A`);
+async function writeLines(file: string, count: number, line: (i: number) => string): Promise<void> {
+  const out = createWriteStream(file);
+  let chunk = '';
+  for (let i = 0; i < count; i++) {
+    chunk += `${line(i)} A\n`;
+    if (chunk.length > 1 << 16) {
+      if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', resolve));
+      chunk = '';
+    }
   }
-  const files = { 'cache-hit': hits, blocked, mixed };
-  for (const [name, lines] of Object.entries(files)) writeFileSync(join(dir, `${name}.txt`), `${lines.join('\n')}\n`);
+  await new Promise<void>((resolve, reject) => {
+    out.once('error', reject);
+    out.end(chunk, resolve);
+  });
+}
 
-  const servers = { portcullis: ports.portcullis, dnsmasq: ports.dnsmasq, unbound: ports.unbound, 'node-echo': ports.echo } as const;
-  for (const port of Object.values(servers)) dnsperf(port, join(dir, 'cache-hit.txt'), 2); // warm caches
-  const results: Record<string, Record<string, PerfResult[]>> = {};
-  for (let run = 0; run < RUNS; run++) {
-    for (const workload of Object.keys(files)) {
-      // Unique miss names per run so "misses" stay misses.
-      if (workload === 'mixed') writeFileSync(join(dir, 'mixed.txt'), `${mixed.map((l) => l.replace(/^miss(\d+)/, `miss$1r${run}`)).join('\n')}\n`);
-      for (const [server, port] of Object.entries(servers)) {
-        ((results[workload] ??= {})[server] ??= []).push(dnsperf(port, join(dir, `${workload}.txt`), DURATION));
+/** 70% hits, 20% blocked, 10% misses; `tag` makes this file's misses new to every server. */
+async function writeMixed(file: string, tag: string, blocked: string[]): Promise<void> {
+  const rng = mulberry32(11);
+  const lines = MIXED_LINES_PER_SEC * Math.max(DURATION_SEC, WARMUP_SEC);
+  await writeLines(file, lines, (i) => {
+    const r = rng();
+    if (r < 0.7) return hitNames[i % hitNames.length]!;
+    if (r < 0.9) return blocked[i % blocked.length]!;
+    return `m${i.toString(36)}.${tag}.miss.example.net`;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// dnsperf
+
+interface PerfResult {
+  qps: number;
+  p50Ms: number;
+  p99Ms: number;
+  avgMs: number;
+  maxMs: number;
+  lost: number;
+  sent: number;
+  runSec: number;
+  rcodes: Record<string, number>;
+  serverCpuPct: number;
+  dnsperfCpuPct: number;
+  /** CPU time on both cores taken by neither the server, dnsperf nor the upstream (other tenants). */
+  otherCpuPct: number;
+}
+
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** utime + stime of a process (all its threads), in seconds; null once it has gone. */
+function processCpuSec(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+/** Seconds every CPU together spent running processes (user, nice, system; not irq, softirq, steal, idle). */
+function totalBusySec(): number {
+  const v = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
+  return ((v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0)) / CLOCK_TICKS;
+}
+
+interface CpuSample {
+  at: number;
+  server: number | null;
+  dnsperf: number | null;
+  upstream: number | null;
+  total: number;
+}
+
+function sample(server: Running, dnsperf: ChildProcess, upstream: Running): CpuSample {
+  return {
+    at: performance.now(),
+    server: processCpuSec(server.child.pid),
+    dnsperf: processCpuSec(dnsperf.pid),
+    upstream: processCpuSec(upstream.child.pid),
+    total: totalBusySec(),
+  };
+}
+
+function pct(a: CpuSample, b: CpuSample, key: 'server' | 'dnsperf' | 'upstream' | 'total'): number {
+  const x = a[key];
+  const y = b[key];
+  if (x === null || y === null) return Number.NaN;
+  return ((y - x) / ((b.at - a.at) / 1000)) * 100;
+}
+
+/** Percentiles from the per-query lines of dnsperf -v ("> NOERROR name A 0.000123"). */
+async function latencyPercentiles(file: string): Promise<{ p50Ms: number; p99Ms: number }> {
+  const maxUs = QUERY_TIMEOUT_SEC * 1_000_000;
+  const histogram = new Uint32Array(maxUs + 1);
+  let count = 0;
+  const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (!line.startsWith('> ')) continue;
+    const seconds = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (!Number.isFinite(seconds) || line.startsWith('> T ')) continue;
+    histogram[Math.min(maxUs, Math.round(seconds * 1_000_000))]!++;
+    count++;
+  }
+  const at = (p: number): number => {
+    const rank = Math.ceil(count * p);
+    let seen = 0;
+    for (let us = 0; us <= maxUs; us++) {
+      seen += histogram[us]!;
+      if (seen >= rank) return us / 1000;
+    }
+    return Number.NaN;
+  };
+  return count === 0 ? { p50Ms: Number.NaN, p99Ms: Number.NaN } : { p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+async function dnsperf(server: Running, port: number, upstream: Running, file: string, seconds: number, isMeasured: boolean): Promise<PerfResult | null> {
+  const outFile = join(dir, 'dnsperf.out');
+  const fd = openSync(outFile, 'w');
+  const args = ['-c', LOAD_CPU, 'dnsperf', '-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(seconds), '-n', '1', '-c', String(CLIENTS), '-q', String(OUTSTANDING), '-Q', String(MAX_QPS), '-t', String(QUERY_TIMEOUT_SEC)];
+  if (isMeasured) args.push('-v');
+  const child = spawn('taskset', args, { stdio: ['ignore', fd, 'pipe'] });
+  closeSync(fd);
+  const entry: Running = { name: 'dnsperf', child, output: '' };
+  running.push(entry);
+  child.stderr!.on('data', (chunk: Buffer) => {
+    entry.output = (entry.output + chunk.toString()).slice(-4096);
+  });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => resolve(code));
+  });
+  const killer = setTimeout(() => child.kill('SIGKILL'), (seconds + QUERY_TIMEOUT_SEC + 30) * 1000);
+  // CPU use over the steady part: from 0.5 s in to 0.5 s before the time limit.
+  const window = Math.max(0.2, seconds - 1);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const first = sample(server, child, upstream);
+  await new Promise((resolve) => setTimeout(resolve, window * 1000));
+  const second = sample(server, child, upstream);
+  const code = await exited;
+  clearTimeout(killer);
+  running.splice(running.indexOf(entry), 1);
+  if (code !== 0) throw new Error(`dnsperf against ${server.name} exited with ${code}: ${entry.output}`);
+  if (!isMeasured) return null;
+
+  const out = readFileSync(outFile, 'utf8').slice(-8192);
+  const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? Number.NaN);
+  const rcodes: Record<string, number> = {};
+  for (const m of (/Response codes:\s+(.*)/.exec(out)?.[1] ?? '').matchAll(/([A-Z]+) (\d+)/g)) rcodes[m[1]!] = Number(m[2]);
+  const { p50Ms, p99Ms } = await latencyPercentiles(outFile);
+  const serverCpuPct = pct(first, second, 'server');
+  const dnsperfCpuPct = pct(first, second, 'dnsperf');
+  return {
+    qps: num(/Queries per second:\s+([\d.]+)/),
+    p50Ms,
+    p99Ms,
+    avgMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+    maxMs: num(/Average Latency \(s\):.*max ([\d.]+)/) * 1000,
+    lost: num(/Queries lost:\s+(\d+)/),
+    sent: num(/Queries sent:\s+(\d+)/),
+    runSec: num(/Run time \(s\):\s+([\d.]+)/),
+    rcodes,
+    serverCpuPct,
+    dnsperfCpuPct,
+    otherCpuPct: Math.max(0, pct(first, second, 'total') - serverCpuPct - dnsperfCpuPct - pct(first, second, 'upstream')),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+
+function median(values: number[]): number {
+  const sorted = values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The first line of a tool's version output that matches `pattern` (dnsperf -h exits non-zero). */
+function version(command: string, args: string[], pattern: RegExp): string {
+  let out: string;
+  try {
+    out = execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e: unknown) {
+    const failed = e as { stdout?: string; stderr?: string };
+    out = `${failed.stdout ?? ''}\n${failed.stderr ?? ''}`;
+  }
+  return pattern.exec(out)?.[1] ?? 'unknown';
+}
+
+function commit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() !== '';
+    return dirty ? `${head}+dirty-src` : head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+const METRICS = [
+  { key: 'qps', label: 'QPS', digits: 0 },
+  { key: 'p50Ms', label: 'p50 ms', digits: 3 },
+  { key: 'p99Ms', label: 'p99 ms', digits: 3 },
+  { key: 'avgMs', label: 'avg ms', digits: 3 },
+  { key: 'maxMs', label: 'max ms', digits: 3 },
+  { key: 'lost', label: 'lost', digits: 0 },
+  { key: 'serverCpuPct', label: 'server CPU %', digits: 0 },
+  { key: 'dnsperfCpuPct', label: 'dnsperf CPU %', digits: 0 },
+] as const;
+
+async function main(): Promise<void> {
+  const domains = coreDomains();
+  const blocked = blockedNames(domains);
+  const files: Record<Workload, string> = { 'cache-hit': join(dir, 'cache-hit.txt'), blocked: join(dir, 'blocked.txt'), mixed: join(dir, 'mixed.txt') };
+  // -n 1 stops dnsperf at the end of its file (so the mixed misses never repeat): every file
+  // holds more lines than a run can send.
+  const lines = MIXED_LINES_PER_SEC * Math.max(DURATION_SEC, WARMUP_SEC);
+  const cycle = (names: string[], file: string): Promise<void> => writeLines(file, lines, (i) => names[i % names.length]!);
+  await cycle(hitNames, files['cache-hit']);
+  await cycle(blocked, files.blocked);
+
+  const upstreamPort = await startUpstream();
+  const upstream = running.find((r) => r.name === 'upstream')!;
+  const servers: Record<ServerName, { entry: Running; port: number }> = {
+    portcullis: await startPortcullis(upstreamPort),
+    dnsmasq: await startDnsmasq(upstreamPort, domains),
+    unbound: await startUnbound(upstreamPort, domains),
+    'node-echo': await startEcho(),
+  };
+  for (const name of SERVERS) await checkAnswers(name, servers[name].port, domains);
+
+  const busyBefore = totalBusySec();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const idleLoadPct = (totalBusySec() - busyBefore) * 100;
+
+  console.log(`warming up (${WARMUP_SEC}s per server and workload)…`);
+  if (WARMUP_SEC > 0) {
+    await writeMixed(files.mixed, 'warm', blocked);
+    for (const name of [...SERVERS, 'node-echo'] as const) {
+      for (const workload of WORKLOADS) {
+        if (name === 'node-echo' && workload !== 'cache-hit') continue;
+        await dnsperf(servers[name].entry, servers[name].port, upstream, files[workload], WARMUP_SEC, false);
       }
     }
   }
-  let commit = 'unknown';
-  try {
-    commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8' }).trim();
-  } catch {
-    /* not a checkout */
-  }
-  console.log(`portcullis DNS bench — node ${process.version}, ${cpus()[0]?.model ?? 'cpu'}, commit ${commit}; servers on CPU ${SERVER_CPU}, dnsperf and upstream on CPU ${LOAD_CPU}; ${RUNS} runs of ${DURATION}s, median`);
-  console.log(`${'workload'.padEnd(10)} ${'metric'.padEnd(14)} ${'portcullis'.padStart(11)} ${'dnsmasq'.padStart(11)} ${'unbound'.padStart(11)} ${'vs dnsmasq'.padStart(11)} ${'vs unbound'.padStart(11)} ${'node-echo'.padStart(11)} ${'vs echo'.padStart(9)}`);
-  const table: Record<string, Record<string, Record<string, number>>> = {};
-  for (const [workload, byServer] of Object.entries(results)) {
-    for (const metric of ['qps', 'lost', 'avgLatencyMs', 'maxLatencyMs'] as const) {
-      const m = (server: string): number => median(byServer[server]!.map((r) => r[metric]));
-      const [p, d, u, e] = [m('portcullis'), m('dnsmasq'), m('unbound'), m('node-echo')];
-      ((table[workload] ??= {})[metric] = { portcullis: p, dnsmasq: d, unbound: u, nodeEcho: e });
-      const ratio = (a: number, b: number): string => (b === 0 ? '-' : (a / b).toFixed(2));
-      const fmt = (v: number): string => v.toFixed(metric === 'qps' || metric === 'lost' ? 0 : 3);
-      console.log(`${workload.padEnd(10)} ${metric.padEnd(14)} ${fmt(p).padStart(11)} ${fmt(d).padStart(11)} ${fmt(u).padStart(11)} ${ratio(p, d).padStart(11)} ${ratio(p, u).padStart(11)} ${fmt(e).padStart(11)} ${ratio(p, e).padStart(9)}`);
+
+  const results: Record<string, Record<string, PerfResult[]>> = {};
+  for (let run = 0; run < RUNS; run++) {
+    await writeMixed(files.mixed, `r${run}`, blocked);
+    for (const workload of WORKLOADS) {
+      for (const name of [...SERVERS, 'node-echo'] as const) {
+        if (name === 'node-echo' && workload !== 'cache-hit') continue;
+        const r = await dnsperf(servers[name].entry, servers[name].port, upstream, files[workload], DURATION_SEC, true);
+        if (r === null) throw new Error('no result');
+        ((results[workload] ??= {})[name] ??= []).push(r);
+        console.log(`run ${run + 1}/${RUNS} ${workload.padEnd(9)} ${name.padEnd(10)} ${r.qps.toFixed(0).padStart(7)} qps  p99 ${r.p99Ms.toFixed(3)} ms  lost ${r.lost}  cpu server ${r.serverCpuPct.toFixed(0)}% dnsperf ${r.dnsperfCpuPct.toFixed(0)}% other ${r.otherCpuPct.toFixed(0)}%`);
+      }
     }
   }
-  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-  writeFileSync(new URL(`./results/dns-${new Date().toISOString().slice(0, 10)}.json`, import.meta.url), `${JSON.stringify({ date: new Date().toISOString(), node: process.version, commit, durationSec: DURATION, runs: RUNS, table }, null, 2)}\n`);
+
+  // Every blocked query must have been NXDOMAIN, on every server.
+  for (const name of SERVERS) {
+    for (const r of results.blocked![name]!) {
+      const nx = r.rcodes.NXDOMAIN ?? 0;
+      const total = Object.values(r.rcodes).reduce((a, b) => a + b, 0);
+      if (nx !== total) throw new Error(`${name}: blocked workload answered ${JSON.stringify(r.rcodes)}, want only NXDOMAIN`);
+    }
+  }
+
+  const table: Record<string, Record<string, Record<string, number>>> = {};
+  for (const workload of WORKLOADS) {
+    for (const { key } of METRICS) {
+      const row: Record<string, number> = {};
+      for (const name of SERVERS) row[name] = median(results[workload]![name]!.map((r) => r[key]));
+      row.ratioDnsmasq = row.portcullis! / row.dnsmasq!;
+      row.ratioUnbound = row.portcullis! / row.unbound!;
+      (table[workload] ??= {})[key] = row;
+    }
+  }
+  const echoQps = median(results['cache-hit']!['node-echo']!.map((r) => r.qps));
+  const echoCpu = median(results['cache-hit']!['node-echo']!.map((r) => r.serverCpuPct));
+  const maxOther = Math.max(...Object.values(results).flatMap((byServer) => Object.values(byServer).flatMap((rs) => rs.map((r) => r.otherCpuPct))));
+
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: `${cpus()[0]?.model ?? 'unknown'} (${cpus().length} CPUs)`,
+    commit: commit(),
+    dnsperf: version('dnsperf', ['-h'], /^Version (\S+)/m),
+    dnsmasq: version('/usr/sbin/dnsmasq', ['--version'], /version (\S+)/),
+    unbound: version('/usr/sbin/unbound', ['-V'], /^Version (\S+)/m),
+    durationSec: DURATION_SEC,
+    runs: RUNS,
+    warmupSec: WARMUP_SEC,
+    dnsperfArgs: `-c ${CLIENTS} -q ${OUTSTANDING} -Q ${MAX_QPS} -t ${QUERY_TIMEOUT_SEC} -l ${DURATION_SEC} -n 1 -v`,
+    pinning: { servers: Number(SERVER_CPU), dnsperfAndUpstream: Number(LOAD_CPU) },
+    blockedDomains: domains.length,
+    idleLoadPctBeforeRuns: Number(idleLoadPct.toFixed(1)),
+    maxOtherCpuPctDuringRuns: Number(maxOther.toFixed(1)),
+  };
+  console.log('');
+  console.log(`portcullis DNS bench — node ${meta.node}, ${meta.cpu}, commit ${meta.commit}`);
+  console.log(`dnsperf ${meta.dnsperf}, dnsmasq ${meta.dnsmasq}, unbound ${meta.unbound}`);
+  console.log(`servers on CPU ${SERVER_CPU}; dnsperf (${meta.dnsperfArgs}) and upstream on CPU ${LOAD_CPU}; median of ${RUNS} runs of ${DURATION_SEC}s after ${WARMUP_SEC}s warm-up`);
+  console.log('p50/p99 from dnsperf -v per-query latencies; avg/max from dnsperf; CPU % over the steady part of each run');
+  const w = [10, 14, 11, 11, 11, 11, 11];
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' ');
+  console.log(line(['workload', 'metric', 'portcullis', 'dnsmasq', 'unbound', 'p/dnsmasq', 'p/unbound']));
+  for (const workload of WORKLOADS) {
+    for (const { key, label, digits } of METRICS) {
+      const row = table[workload]![key]!;
+      const ratio = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : '-');
+      console.log(line([workload, label, row.portcullis!.toFixed(digits), row.dnsmasq!.toFixed(digits), row.unbound!.toFixed(digits), ratio(row.ratioDnsmasq!), ratio(row.ratioUnbound!)]));
+    }
+  }
+  console.log(`node dgram echo on the same core (ceiling for a Node server): ${echoQps.toFixed(0)} QPS at ${echoCpu.toFixed(0)}% CPU; portcullis cache-hit = ${(table['cache-hit']!.qps!.portcullis! / echoQps).toFixed(2)}x echo`);
+  for (const workload of WORKLOADS) {
+    for (const name of SERVERS) {
+      const cpu = table[workload]!.serverCpuPct![name]!;
+      if (cpu < 90 && table[workload]!.dnsperfCpuPct![name]! > 90) console.log(`note: ${workload}/${name} ran at ${cpu.toFixed(0)}% CPU with dnsperf saturated: its QPS is a lower bound (load-generator bound)`);
+    }
+  }
+  if (maxOther > 10 || idleLoadPct > 10) console.log(`warning: other processes used up to ${Math.max(maxOther, idleLoadPct).toFixed(0)}% CPU during the bench; numbers are noisy`);
+  for (const workload of ['cache-hit', 'blocked'] as const) {
+    const ratio = table[workload]!.qps!.ratioDnsmasq!;
+    console.log(`target ${workload} QPS >= 1.0x dnsmasq: ${ratio.toFixed(2)}x — ${ratio >= 1 ? 'met' : ratio >= 0.8 ? 'below target' : 'NOT DONE (< 0.8x): profile portcullis'}`);
+  }
+
+  const resultsDir = new URL('./results/', import.meta.url);
+  mkdirSync(resultsDir, { recursive: true });
+  const out = new URL(`dns-${meta.date.slice(0, 10)}.json`, resultsDir);
+  writeFileSync(out, `${JSON.stringify({ ...meta, nodeEchoCacheHitQps: echoQps, table, raw: results }, null, 2)}\n`);
+  console.log(`\nwrote ${out.pathname}`);
 }
 
 try {
   await main();
 } finally {
-  for (const child of children) child.kill('SIGTERM');
+  await stopAll();
 }
