@@ -43,6 +43,9 @@ const WARMUP_SEC = envInt('WARMUP', 2, 0);
 const CLIENTS = envInt('CLIENTS', 20, 1);
 /** dnsperf -q: queries outstanding; enough to keep every server busy without flooding its socket buffer. */
 const OUTSTANDING = envInt('OUTSTANDING', 100, 1);
+/** A run in which other processes took more CPU than this (both cores together) is repeated. */
+const MAX_OTHER_PCT = envInt('MAX_OTHER_PCT', 10, 0);
+const ATTEMPTS = envInt('ATTEMPTS', 3, 1);
 const MAX_QPS = 500_000;
 const QUERY_TIMEOUT_SEC = 2;
 const SERVER_CPU = '0';
@@ -431,6 +434,8 @@ interface PerfResult {
   dnsperfCpuPct: number;
   /** CPU time on both cores taken by neither the server, dnsperf nor the upstream (other tenants). */
   otherCpuPct: number;
+  /** Which attempt this is (runs disturbed by other processes are repeated). */
+  attempts: number;
 }
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
@@ -552,6 +557,7 @@ async function dnsperf(server: Running, port: number, upstream: Running, file: s
     serverCpuPct,
     dnsperfCpuPct,
     otherCpuPct: Math.max(0, pct(first, second, 'total') - serverCpuPct - dnsperfCpuPct - pct(first, second, 'upstream')),
+    attempts: 1,
   };
 }
 
@@ -635,15 +641,33 @@ async function main(): Promise<void> {
   }
 
   const results: Record<string, Record<string, PerfResult[]>> = {};
+  let disturbed = 0;
   for (let run = 0; run < RUNS; run++) {
     await writeMixed(files.mixed, `r${run}`, blocked);
     for (const workload of WORKLOADS) {
       for (const name of [...SERVERS, 'node-echo'] as const) {
         if (name === 'node-echo' && workload !== 'cache-hit') continue;
-        const r = await dnsperf(servers[name].entry, servers[name].port, upstream, files[workload], DURATION_SEC, true);
-        if (r === null) throw new Error('no result');
-        ((results[workload] ??= {})[name] ??= []).push(r);
-        console.log(`run ${run + 1}/${RUNS} ${workload.padEnd(9)} ${name.padEnd(10)} ${r.qps.toFixed(0).padStart(7)} qps  p99 ${r.p99Ms.toFixed(3)} ms  lost ${r.lost}  cpu server ${r.serverCpuPct.toFixed(0)}% dnsperf ${r.dnsperfCpuPct.toFixed(0)}% other ${r.otherCpuPct.toFixed(0)}%`);
+        const server = servers[name];
+        // A run other processes took CPU from is run again (mixed with new miss names), and the
+        // least disturbed attempt is kept.
+        let best: PerfResult | null = null;
+        for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+          let file = files[workload];
+          if (workload === 'mixed' && attempt > 1) {
+            file = join(dir, 'mixed-again.txt');
+            await writeMixed(file, `r${run}${name}a${attempt}`, blocked);
+          }
+          const r = await dnsperf(server.entry, server.port, upstream, file, DURATION_SEC, true);
+          if (r === null) throw new Error('dnsperf gave no result');
+          r.attempts = attempt;
+          if (best === null || r.otherCpuPct < best.otherCpuPct) best = { ...r };
+          console.log(`run ${run + 1}/${RUNS} ${workload.padEnd(9)} ${name.padEnd(10)} ${r.qps.toFixed(0).padStart(7)} qps  p99 ${r.p99Ms.toFixed(3)} ms  lost ${r.lost}  cpu server ${r.serverCpuPct.toFixed(0)}% dnsperf ${r.dnsperfCpuPct.toFixed(0)}% other ${r.otherCpuPct.toFixed(0)}%`);
+          if (r.otherCpuPct <= MAX_OTHER_PCT) break;
+          console.log(`  other processes took ${r.otherCpuPct.toFixed(0)}% CPU (> ${MAX_OTHER_PCT}%)${attempt < ATTEMPTS ? '; again' : '; keeping the least disturbed attempt'}`);
+          await new Promise((resolve) => setTimeout(resolve, 3000 * attempt));
+        }
+        if (best!.otherCpuPct > MAX_OTHER_PCT) disturbed++;
+        ((results[workload] ??= {})[name] ??= []).push(best!);
       }
     }
   }
@@ -686,7 +710,8 @@ async function main(): Promise<void> {
     pinning: { servers: Number(SERVER_CPU), dnsperfAndUpstream: Number(LOAD_CPU) },
     blockedDomains: domains.length,
     idleLoadPctBeforeRuns: Number(idleLoadPct.toFixed(1)),
-    maxOtherCpuPctDuringRuns: Number(maxOther.toFixed(1)),
+    maxOtherCpuPctKept: Number(maxOther.toFixed(1)),
+    disturbedMeasurements: disturbed,
   };
   console.log('');
   console.log(`portcullis DNS bench — node ${meta.node}, ${meta.cpu}, commit ${meta.commit}`);
@@ -707,10 +732,11 @@ async function main(): Promise<void> {
   for (const workload of WORKLOADS) {
     for (const name of SERVERS) {
       const cpu = table[workload]!.serverCpuPct![name]!;
-      if (cpu < 90 && table[workload]!.dnsperfCpuPct![name]! > 90) console.log(`note: ${workload}/${name} ran at ${cpu.toFixed(0)}% CPU with dnsperf saturated: its QPS is a lower bound (load-generator bound)`);
+      const loadCpu = table[workload]!.dnsperfCpuPct![name]!;
+      if (cpu < 95 && loadCpu >= 95) console.log(`note: ${workload}/${name}: server at ${cpu.toFixed(0)}% CPU, dnsperf at ${loadCpu.toFixed(0)}%: load-generator bound, its QPS is a lower bound${name === 'portcullis' ? '' : ' (and p/' + name + ' an upper bound)'}`);
     }
   }
-  if (maxOther > 10 || idleLoadPct > 10) console.log(`warning: other processes used up to ${Math.max(maxOther, idleLoadPct).toFixed(0)}% CPU during the bench; numbers are noisy`);
+  if (disturbed > 0) console.log(`warning: ${disturbed} measurement(s) stayed disturbed by other processes (up to ${maxOther.toFixed(0)}% CPU) after ${ATTEMPTS} attempts; those numbers are noisy`);
   for (const workload of ['cache-hit', 'blocked'] as const) {
     const ratio = table[workload]!.qps!.ratioDnsmasq!;
     console.log(`target ${workload} QPS >= 1.0x dnsmasq: ${ratio.toFixed(2)}x — ${ratio >= 1 ? 'met' : ratio >= 0.8 ? 'below target' : 'NOT DONE (< 0.8x): profile portcullis'}`);
