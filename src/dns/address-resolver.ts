@@ -1,4 +1,4 @@
-import { walkResponse } from './message.js';
+import { recordAddress, walkResponse } from './message.js';
 import type { UpstreamResolver } from './upstream-types.js';
 import { CLASS_IN, RCODE, TYPE, encodeName } from './wire.js';
 
@@ -15,13 +15,8 @@ function addressesOf(message: Buffer, type: number): string[] {
   const out: string[] = [];
   for (const record of walked.records) {
     if (record.section !== 'answer' || record.type !== type) continue;
-    const rdata = message.subarray(record.rdStart, record.rdEnd);
-    if (type === TYPE.A && rdata.length === 4) out.push(rdata.join('.'));
-    if (type === TYPE.AAAA && rdata.length === 16) {
-      const groups: string[] = [];
-      for (let i = 0; i < 16; i += 2) groups.push(rdata.readUInt16BE(i).toString(16));
-      out.push(groups.join(':'));
-    }
+    const address = recordAddress(message, record);
+    if (address !== null) out.push(address);
   }
   return out;
 }

@@ -140,6 +140,20 @@ export function responseRcode(buf: Uint8Array): number {
   return buf[3]! & 0xf;
 }
 
+/** The address in an A or AAAA record's RDATA as text; null for any other record or size. */
+export function recordAddress(buf: Uint8Array, record: RecordRef): string | null {
+  const length = record.rdEnd - record.rdStart;
+  if (record.type === TYPE.A && length === 4) {
+    return `${buf[record.rdStart]}.${buf[record.rdStart + 1]}.${buf[record.rdStart + 2]}.${buf[record.rdStart + 3]}`;
+  }
+  if (record.type === TYPE.AAAA && length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(u16(buf, record.rdStart + i).toString(16));
+    return groups.join(':');
+  }
+  return null;
+}
+
 /** Names in an answer's CNAME and A/AAAA records, for response inspection. */
 export function answerTargets(buf: Uint8Array, records: readonly RecordRef[]): { cnames: string[]; addresses: string[] } {
   const cnames: string[] = [];
@@ -149,12 +163,9 @@ export function answerTargets(buf: Uint8Array, records: readonly RecordRef[]): {
     if (record.type === TYPE.CNAME) {
       const target = readName(buf, record.rdStart);
       if (target !== null) cnames.push(target.name);
-    } else if (record.type === TYPE.A && record.rdEnd - record.rdStart === 4) {
-      addresses.push(`${buf[record.rdStart]}.${buf[record.rdStart + 1]}.${buf[record.rdStart + 2]}.${buf[record.rdStart + 3]}`);
-    } else if (record.type === TYPE.AAAA && record.rdEnd - record.rdStart === 16) {
-      const groups: string[] = [];
-      for (let i = 0; i < 16; i += 2) groups.push(u16(buf, record.rdStart + i).toString(16));
-      addresses.push(groups.join(':'));
+    } else {
+      const address = recordAddress(buf, record);
+      if (address !== null) addresses.push(address);
     }
   }
   return { cnames, addresses };
