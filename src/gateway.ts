@@ -24,17 +24,19 @@ export interface Policy {
 export async function loadPolicy(config: Config, logger: Logger, options: { offline?: boolean } = {}): Promise<Policy> {
   const catalog = await loadCatalog();
   const engine = new PolicyEngine({ catalog, apps: appStateFrom(config) });
-  const lists = new ListManager(config.policy.lists, {
-    cacheDir: join(config.store.path, 'lists'),
-    logger,
-    offline: options.offline ?? false,
-  });
+  const lists = await loadLists(config, engine, logger, options.offline ?? false);
+  return { catalog, engine, lists };
+}
+
+/** The extra lists of `config`, loaded, in force in `engine`, and feeding it their refreshes. */
+async function loadLists(config: Config, engine: PolicyEngine, logger: Logger, offline: boolean): Promise<ListManager> {
+  const lists = new ListManager(config.policy.lists, { cacheDir: join(config.store.path, 'lists'), logger, offline });
   lists.on('update', (entries) => {
     void engine.setLists(entries);
   });
   await lists.loadAll();
   await engine.setLists(lists.entries());
-  return { catalog, engine, lists };
+  return lists;
 }
 
 export interface Gateway extends Policy {
@@ -74,13 +76,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
     },
     async reload(next: Config) {
       policy.engine.setApps(appStateFrom(next));
-      const lists = new ListManager(next.policy.lists, { cacheDir: join(next.store.path, 'lists'), logger });
-      await lists.loadAll();
       policy.lists.stop();
-      lists.on('update', (entries) => {
-        void policy.engine.setLists(entries);
-      });
-      await policy.engine.setLists(lists.entries());
+      const lists = await loadLists(next, policy.engine, logger, false);
       policy = { ...policy, lists };
       lists.start();
     },
