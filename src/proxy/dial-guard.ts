@@ -1,4 +1,4 @@
-import { connect, type LookupFunction, type Socket } from 'node:net';
+import { connect, type LookupFunction, type OnReadOpts, type Socket } from 'node:net';
 import { PortcullisError, isPortcullisError } from '../errors.js';
 import { formatIp, parseIp, type ParsedIp } from '../match/ip.js';
 import { PrefixSet } from '../match/prefix-set.js';
@@ -184,6 +184,8 @@ export interface ConnectGuardedOptions {
   timeoutMs: number;
   /** Source address to bind, an IP. */
   localAddress?: string;
+  /** Read straight into a caller's buffer instead of emitting 'data' (see DownstreamForwarder). */
+  onread?: OnReadOpts;
 }
 
 /**
@@ -202,7 +204,7 @@ export interface ConnectGuardedOptions {
  * process. Promise continuations run before the next I/O callback, so no error can slip between.
  */
 export async function connectGuarded(options: ConnectGuardedOptions): Promise<Socket> {
-  const { host, port, guard, timeoutMs, localAddress } = options;
+  const { host, port, guard, timeoutMs, localAddress, onread } = options;
   const ip = parseIp(host);
   const verdict = guard.check(host);
   if (ip === null || !verdict.isAllowed) throw dialForbidden(host, port, verdict.isAllowed ? 'not an IP address' : verdict.reason);
@@ -211,7 +213,7 @@ export async function connectGuarded(options: ConnectGuardedOptions): Promise<So
   return await new Promise<Socket>((resolve, reject) => {
     let socket: Socket;
     try {
-      socket = connect({ host: address, port, family: ip.family, localAddress, lookup: refuseLookup });
+      socket = connect({ host: address, port, family: ip.family, localAddress, lookup: refuseLookup, ...(onread === undefined ? {} : { onread }) });
     } catch (e: unknown) {
       // net.connect throws synchronously on a malformed localAddress.
       reject(dialFailed(address, port, failureKind(e), e instanceof Error ? e.message : 'invalid options', e));

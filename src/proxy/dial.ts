@@ -4,6 +4,7 @@ import type { PolicyView } from '../dns/index.js';
 import { errorMessage } from '../errors.js';
 import type { Decision, Layer } from '../policy/index.js';
 import { connectGuarded, type DialGuard } from './dial-guard.js';
+import type { DownstreamForwarder } from './forward.js';
 
 export interface DialDeps {
   policy: PolicyView;
@@ -28,7 +29,7 @@ export type DialOutcome =
  * the dial guard, on the very address that is then dialled, so a name that resolves to a
  * private address cannot be used to reach inside the network.
  */
-export async function dialDestination(name: string, port: number, layer: Layer, deps: DialDeps): Promise<DialOutcome> {
+export async function dialDestination(name: string, port: number, layer: Layer, deps: DialDeps, downstream?: DownstreamForwarder): Promise<DialOutcome> {
   let addresses: string[];
   if (isIP(name) !== 0) addresses = [name];
   else {
@@ -51,7 +52,8 @@ export async function dialDestination(name: string, port: number, layer: Layer, 
   const verdict = deps.guard.check(address);
   if (!verdict.isAllowed) return { kind: 'forbidden', address, reason: verdict.reason };
   try {
-    const socket = await connectGuarded({ host: address, port, guard: deps.guard, timeoutMs: deps.connectTimeoutMs });
+    const socket = await connectGuarded({ host: address, port, guard: deps.guard, timeoutMs: deps.connectTimeoutMs, onread: downstream?.onread });
+    downstream?.bind(socket);
     return { kind: 'connected', socket, address };
   } catch (e: unknown) {
     return { kind: 'failed', address, reason: errorMessage(e) };
@@ -59,11 +61,11 @@ export async function dialDestination(name: string, port: number, layer: Layer, 
 }
 
 /**
- * Joins two sockets both ways with backpressure (pipe), half-close (a FIN from one side ends
- * the other's writes) and error propagation (an error on either destroys both). Both sides
- * share one idle timeout.
+ * Joins two sockets both ways with backpressure (pipe, or the DownstreamForwarder the upstream
+ * was dialled with), half-close (a FIN from one side ends the other's writes) and error
+ * propagation (an error on either destroys both). Both sides share one idle timeout.
  */
-export function splice(client: Socket, upstream: Socket, idleTimeoutMs: number, onClose: () => void): void {
+export function splice(client: Socket, upstream: Socket, idleTimeoutMs: number, onClose: () => void, isDownstreamForwarded = false): void {
   let isClosed = false;
   const close = (): void => {
     if (isClosed) return;
@@ -83,5 +85,6 @@ export function splice(client: Socket, upstream: Socket, idleTimeoutMs: number, 
     });
   }
   client.pipe(upstream);
-  upstream.pipe(client);
+  if (isDownstreamForwarded) upstream.on('end', () => client.end());
+  else upstream.pipe(client);
 }

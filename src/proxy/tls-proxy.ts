@@ -3,6 +3,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Decision } from '../policy/index.js';
 import { abortTls, type TlsBlockAction } from './actions.js';
 import { dialDestination, splice, type DialDeps } from './dial.js';
+import { DownstreamForwarder } from './forward.js';
 import { readClientHello, type ClientHelloInfo } from './tls/client-hello.js';
 
 export type ProxyResult = 'forwarded' | 'blocked' | 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'forbidden' | 'unresolved' | 'dial-failed' | 'limited';
@@ -89,7 +90,7 @@ export async function handleTlsConnection(socket: Socket, options: TlsProxyOptio
     done();
     return;
   }
-  const outcome = await dialDestination(sni, options.upstreamPort, 'tls', options.dial);
+  const outcome = await dialDestination(sni, options.upstreamPort, 'tls', options.dial, new DownstreamForwarder(socket));
   if (outcome.kind !== 'connected') {
     if (outcome.kind === 'blocked') {
       log.info({ app: outcome.decision.app, layer: 'tls', rule: outcome.decision.rule, name: sni }, 'blocked');
@@ -111,6 +112,6 @@ export async function handleTlsConnection(socket: Socket, options: TlsProxyOptio
   }
   upstream.write(hello.bytes);
   report('tls', 'forwarded', null);
-  splice(socket, upstream, options.idleTimeoutMs, done);
+  splice(socket, upstream, options.idleTimeoutMs, done, true);
   socket.resume();
 }

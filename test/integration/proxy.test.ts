@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -625,6 +625,85 @@ describe('TLS proxy: hand-built hellos, split every way', () => {
     expect(kinds).toContain('invalid');
     await fuzz.server.close(100);
   }, 40_000);
+});
+
+describe('TLS proxy: server-to-client bytes', () => {
+  /** A raw backend: after the hello and one seed byte it sends `size` bytes derived from the seed, then ends. */
+  async function startDownloadBackend(size: number): Promise<{ port: number; close: () => Promise<void> }> {
+    const server = createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      // The seed is the byte right after the hello; the proxy may pass them on in separate writes.
+      const seedAt = simpleHello(ALLOWED).length;
+      let received = Buffer.alloc(0);
+      const onData = (chunk: Buffer): void => {
+        received = Buffer.concat([received, chunk]);
+        if (received.length <= seedAt) return;
+        socket.off('data', onData);
+        const seed = received[seedAt]!;
+        const body = randomBytesFrom(seed, size);
+        let offset = 0;
+        // Uneven write sizes, so reads on the proxy side come in every size.
+        const pump = (): void => {
+          while (offset < body.length) {
+            const n = 1 + ((offset * 7919) % 300_000);
+            const ok = socket.write(body.subarray(offset, offset + n));
+            offset += n;
+            if (!ok) return void socket.once('drain', pump);
+          }
+          socket.end();
+        };
+        pump();
+      };
+      socket.on('data', onData);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { port: (server.address() as AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  /** Pseudo-random bytes from a seed (AES-CTR keystream): fast enough for tens of MiB. */
+  function randomBytesFrom(seed: number, size: number): Buffer {
+    const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, seed), Buffer.alloc(16));
+    return cipher.update(Buffer.alloc(size));
+  }
+
+  it('concurrent downloads, fast and slow clients, each get exactly their own bytes', async () => {
+    // Bigger than the kernel's socket buffers can hold for a client that reads nothing.
+    const size = 32 * 1024 * 1024;
+    const download = await startDownloadBackend(size);
+    const proxy = await startProxy({ 'proxy.tls.upstreamPort': String(download.port) });
+    try {
+      const clients = Array.from({ length: 4 }, (_, i) => i);
+      // Slow clients read nothing until the fast ones are done: meanwhile the proxy holds writes
+      // the kernel cannot take for them, while the fast connections keep reading.
+      let fastDone = (): void => undefined;
+      const untilFastDone = new Promise<void>((resolve) => (fastDone = resolve));
+      const downloads = clients.map(
+        (i) =>
+          new Promise<Buffer>((resolve, reject) => {
+            const chunks: Buffer[] = [];
+            const socket = connect({ host: '127.0.0.1', port: proxy.tls }, () => socket.write(Buffer.concat([simpleHello(ALLOWED), Buffer.from([i])])));
+            if (i % 2 === 1) {
+              socket.pause();
+              void untilFastDone.then(() => socket.resume());
+            }
+            socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+            socket.on('end', () => resolve(Buffer.concat(chunks)));
+            socket.on('error', reject);
+          }),
+      );
+      await Promise.all(downloads.filter((_, i) => i % 2 === 0));
+      fastDone();
+      const got = await Promise.all(downloads);
+      for (const i of clients) {
+        expect(got[i]!.length, `client ${i}`).toBe(size);
+        expect(sha256(got[i]!), `client ${i}`).toBe(sha256(randomBytesFrom(i, size)));
+      }
+    } finally {
+      await proxy.server.close(100);
+      await download.close();
+    }
+    expect(errorsIn(proxy)).toEqual([]);
+  });
 });
 
 describe('TLS proxy: SSRF and address rules', () => {
