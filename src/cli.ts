@@ -1,20 +1,21 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import { APP_IDS, loadCatalogChecked, type CatalogApp } from './catalog/index.js';
-import { loadConfigChecked, parseHostPort, type Config, type Problem } from './config/index.js';
+import { APP_IDS, loadCatalogChecked } from './catalog/index.js';
+import { loadConfigChecked, type Config, type Problem } from './config/index.js';
 import { formatLocation, errorMessage, isPortcullisError } from './errors.js';
+import { appViews, checkTarget, parseTarget, type AppView } from './control/index.js';
+import { callApi, type ApiTarget } from './control/client.js';
 import { startGateway, loadPolicy } from './gateway.js';
 import { ListManager } from './lists/index.js';
-import { tryParseRuleName, normalizeQueryName } from './match/name.js';
 import { createLogger, silentLogger } from './observability/logger.js';
-import type { Decision, PolicySnapshot } from './policy/index.js';
+import type { AdminRule, Decision } from './policy/index.js';
 import { join } from 'node:path';
 
 /** Exit codes (CONTRACT): 0 ok / allowed, 1 error or invalid, 3 blocked. */
 const EXIT_OK = 0;
 const EXIT_ERROR = 1;
 const EXIT_BLOCKED = 3;
+const DEFAULT_API_URL = 'http://127.0.0.1:9090';
 
 const USAGE = `usage: portcullis <command> [options]
 
@@ -25,11 +26,19 @@ commands:
                                        one policy decision: TARGET is a name, an IP, or either with :port
                                        exit 0 allowed, 3 blocked, 1 error
   apps      [--config FILE] [--json]   the app catalog: id, name, enabled, rule counts
+  apps      enable|disable ID          switch an app on a running gateway (admin API)
+  rules     ls [--json]                the admin rules of a running gateway
+  rules     add domain|cidr|port VALUE [--action block|allow] [--app ID] [--comment TEXT]
+  rules     rm ID
 
 options:
   --config FILE       configuration file (default: $PORTCULLIS_CONFIG, else ./portcullis.yaml if present)
   --KEY=VALUE         override one setting, e.g. --dns.listen=0.0.0.0:53 (same as PORTCULLIS_DNS_LISTEN)
   --json              machine-readable output
+  --recover           start: continue from the last good copy of a corrupt policy store
+  --url URL           admin API for apps enable|disable and rules (default: $PORTCULLIS_URL,
+                      else http://127.0.0.1:9090)
+  --token TOKEN       bearer token for the admin API (default: $PORTCULLIS_TOKEN)
   --help, --version
 `;
 
@@ -41,10 +50,20 @@ interface Args {
   overrides: Record<string, string>;
   help: boolean;
   version: boolean;
+  recover: boolean;
+  /** --url, --token, --action, --app, --comment. */
+  options: Partial<Record<ValueOption, string>>;
+}
+
+const VALUE_OPTIONS = ['url', 'token', 'action', 'app', 'comment'] as const;
+type ValueOption = (typeof VALUE_OPTIONS)[number];
+
+function isValueOption(key: string): key is ValueOption {
+  return (VALUE_OPTIONS as readonly string[]).includes(key);
 }
 
 function parseArgs(argv: readonly string[]): Args | string {
-  const args: Args = { command: undefined, positionals: [], config: undefined, json: false, overrides: {}, help: false, version: false };
+  const args: Args = { command: undefined, positionals: [], config: undefined, json: false, overrides: {}, help: false, version: false, recover: false, options: {} };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
@@ -70,6 +89,9 @@ function parseArgs(argv: readonly string[]): Args | string {
       case 'version':
         args.version = true;
         break;
+      case 'recover':
+        args.recover = true;
+        break;
       case 'config': {
         const value = takeValue();
         if (value === undefined) return '--config needs a file';
@@ -77,6 +99,12 @@ function parseArgs(argv: readonly string[]): Args | string {
         break;
       }
       default: {
+        if (isValueOption(key)) {
+          const value = takeValue();
+          if (value === undefined) return `--${key} needs a value`;
+          args.options[key] = value;
+          break;
+        }
         if (!key.includes('.')) return `unknown option --${key}`;
         const value = takeValue();
         if (value === undefined) return `--${key} needs a value`;
@@ -100,25 +128,6 @@ async function loadConfigOrReport(args: Args): Promise<Config | null> {
   return config;
 }
 
-interface Target {
-  name: string | null;
-  ip: string | null;
-  port: number | null;
-}
-
-/** `talk.kakao.com`, `1.2.3.4`, `2400:dcc0::1`, `name:443`, `1.2.3.4:5223`, `[2400:dcc0::1]:443`. */
-export function parseTarget(text: string): Target | string {
-  const bare = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
-  if (isIP(bare) !== 0) return { name: null, ip: bare, port: null };
-  const hostPort = parseHostPort(text, { defaultPort: 0 });
-  if (typeof hostPort === 'string') return `"${text}" is not a host name, an IP address, or either with :port`;
-  const port = hostPort.port === 0 ? null : hostPort.port;
-  if (isIP(hostPort.host) !== 0) return { name: null, ip: hostPort.host, port };
-  const normalized = normalizeQueryName(hostPort.host);
-  if (normalized === null || tryParseRuleName(normalized) === null) return `"${hostPort.host}" is not a valid host name`;
-  return { name: normalized, ip: null, port };
-}
-
 async function commandCheck(args: Args): Promise<number> {
   const targetText = args.positionals[0];
   if (targetText === undefined || args.positionals.length > 1) {
@@ -133,7 +142,7 @@ async function commandCheck(args: Args): Promise<number> {
   const config = await loadConfigOrReport(args);
   if (config === null) return EXIT_ERROR;
   const { engine } = await loadPolicy(config, silentLogger, { offline: true });
-  const decision = engine.decide({ name: target.name, ip: target.ip, port: target.port, layer: target.ip === null ? 'dns' : 'ip' });
+  const decision = checkTarget(engine, target);
   printDecision(targetText, decision, args.json);
   return decision.verdict === 'block' ? EXIT_BLOCKED : EXIT_OK;
 }
@@ -147,36 +156,75 @@ function printDecision(target: string, decision: Decision, json: boolean): void 
   process.stdout.write(`${decision.verdict === 'block' ? 'blocked' : 'allowed'}: ${target}: ${why}\n`);
 }
 
-interface AppRow {
-  id: string;
-  name: string;
-  enabled: boolean;
-  extended: boolean;
-  coverage: CatalogApp['coverage'];
-  coverageNote: string | null;
-  rules: { domains: number; cidrs: number; ports: number };
-  catalog: { domains: number; cidrs: number; ports: number };
+function apiTarget(args: Args): ApiTarget {
+  const env = process.env;
+  return {
+    url: args.options.url ?? (env.PORTCULLIS_URL !== undefined && env.PORTCULLIS_URL !== '' ? env.PORTCULLIS_URL : DEFAULT_API_URL),
+    token: args.options.token ?? (env.PORTCULLIS_TOKEN !== undefined && env.PORTCULLIS_TOKEN !== '' ? env.PORTCULLIS_TOKEN : null),
+  };
 }
 
-function appRows(apps: Iterable<CatalogApp>, snapshot: PolicySnapshot): AppRow[] {
-  const counts = snapshot.ruleCounts();
-  return [...apps].map((app) => ({
-    id: app.id,
-    name: app.name,
-    enabled: snapshot.apps.enabled.has(app.id),
-    extended: snapshot.apps.extended.has(app.id),
-    coverage: app.coverage,
-    coverageNote: app.coverageNote,
-    rules: counts.get(app.id) ?? { domains: 0, cidrs: 0, ports: 0 },
-    catalog: { domains: app.domains.length, cidrs: app.cidrs.length, ports: app.ports.length },
-  }));
+/** `apps enable|disable ID`: through the admin API of a running gateway, like any other admin. */
+async function commandAppSwitch(args: Args): Promise<number> {
+  const [verb, id, ...rest] = args.positionals;
+  if (id === undefined || rest.length > 0) {
+    process.stderr.write(`usage: portcullis apps ${verb ?? 'enable|disable'} ID [--url URL] [--token TOKEN]\n`);
+    return EXIT_ERROR;
+  }
+  const app = (await callApi(apiTarget(args), 'PATCH', `/v1/apps/${encodeURIComponent(id)}`, { enabled: verb === 'enable' })) as AppView;
+  if (args.json) process.stdout.write(`${JSON.stringify(app)}\n`);
+  else process.stdout.write(`${app.id}: ${app.enabled ? 'enabled (blocked)' : 'disabled (not blocked)'}\n`);
+  return EXIT_OK;
+}
+
+/** `rules ls|add|rm`: admin rules through the admin API. */
+async function commandRules(args: Args): Promise<number> {
+  const [verb, ...rest] = args.positionals;
+  const target = apiTarget(args);
+  const usage = (): number => {
+    process.stderr.write('usage: portcullis rules ls | add domain|cidr|port VALUE [--action block|allow] [--app ID] [--comment TEXT] | rm ID\n');
+    return EXIT_ERROR;
+  };
+  switch (verb) {
+    case 'ls': {
+      if (rest.length > 0) return usage();
+      const rules = (await callApi(target, 'GET', '/v1/rules')) as AdminRule[];
+      if (args.json) process.stdout.write(`${JSON.stringify(rules, null, 2)}\n`);
+      else for (const r of rules) process.stdout.write(`${[r.id, r.action, r.type, r.value, r.app ?? '-', r.comment ?? ''].join('\t').trimEnd()}\n`);
+      return EXIT_OK;
+    }
+    case 'add': {
+      const [type, value, ...extra] = rest;
+      if (type === undefined || value === undefined || extra.length > 0) return usage();
+      const body = { type, value, action: args.options.action ?? 'block', app: args.options.app ?? null, comment: args.options.comment ?? null };
+      const rule = (await callApi(target, 'POST', '/v1/rules', body)) as AdminRule;
+      if (args.json) process.stdout.write(`${JSON.stringify(rule)}\n`);
+      else process.stdout.write(`added ${rule.id}: ${rule.action} ${rule.type} ${rule.value}\n`);
+      return EXIT_OK;
+    }
+    case 'rm': {
+      const [id, ...extra] = rest;
+      if (id === undefined || extra.length > 0) return usage();
+      await callApi(target, 'DELETE', `/v1/rules/${encodeURIComponent(id)}`);
+      process.stdout.write(`removed ${id}\n`);
+      return EXIT_OK;
+    }
+    default:
+      return usage();
+  }
 }
 
 async function commandApps(args: Args): Promise<number> {
+  const verb = args.positionals[0];
+  if (verb === 'enable' || verb === 'disable') return commandAppSwitch(args);
+  if (verb !== undefined) {
+    process.stderr.write(`unknown apps command "${verb}": apps [--json] | apps enable|disable ID\n`);
+    return EXIT_ERROR;
+  }
   const config = await loadConfigOrReport(args);
   if (config === null) return EXIT_ERROR;
   const { catalog, engine } = await loadPolicy(config, silentLogger, { offline: true });
-  const rows = appRows(APP_IDS.map((id) => catalog.get(id)!), engine.current);
+  const rows = appViews(APP_IDS.map((id) => catalog.get(id)!), engine.current);
   if (args.json) {
     process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
     return EXIT_OK;
@@ -232,7 +280,7 @@ async function commandStart(args: Args): Promise<number> {
   process.on('unhandledRejection', (reason) => {
     logger.error({ err: errorMessage(reason) }, 'unhandled rejection (a bug)');
   });
-  const gateway = await startGateway(config, logger);
+  const gateway = await startGateway(config, logger, { isRecovering: args.recover });
   logger.info({ config: config.source, version: gateway.engine.version, apps: [...gateway.engine.current.apps.enabled] }, 'portcullis started');
   return new Promise<number>((resolve) => {
     // Holds the process open until a stop signal, whatever listeners are configured.
@@ -291,6 +339,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       return commandCheck(args);
     case 'apps':
       return commandApps(args);
+    case 'rules':
+      return commandRules(args);
     default:
       process.stderr.write(`unknown command "${args.command}"\n\n${USAGE}`);
       return EXIT_ERROR;

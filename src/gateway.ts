@@ -1,11 +1,26 @@
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { loadCatalog, type Catalog } from './catalog/index.js';
-import type { Config } from './config/index.js';
+import { DEFAULTS, parseListenAddress, type Config } from './config/index.js';
+import {
+  AuditLog,
+  DecisionLog,
+  PolicyControl,
+  buildAdmin,
+  enabledApps,
+  initialState,
+  loadTokens,
+  openStore,
+  readStoredState,
+  type PolicyStore,
+} from './control/index.js';
 import { DnsServer, createAddressResolver, type DnsAddresses } from './dns/index.js';
 import { ProxyServer, type ProxyAddresses } from './proxy/index.js';
 import { ListManager } from './lists/index.js';
 import type { Logger } from './observability/logger.js';
-import { PolicyEngine, type AppState } from './policy/index.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
+import { PolicyEngine, type AppState, type BlockEvent } from './policy/index.js';
 
 export function appStateFrom(config: Config): AppState {
   return { enabled: new Set(config.policy.apps), extended: new Set(config.policy.extended) };
@@ -19,11 +34,19 @@ export interface Policy {
 
 /**
  * Loads the catalog, builds the engine and loads the extra lists. `offline` (for check and
- * validate) reads remote lists from their last downloaded copy only.
+ * apps) reads remote lists from their last downloaded copy only, and applies the stored policy
+ * state (app switches and admin rules) without opening the store.
  */
 export async function loadPolicy(config: Config, logger: Logger, options: { offline?: boolean } = {}): Promise<Policy> {
   const catalog = await loadCatalog();
   const engine = new PolicyEngine({ catalog, apps: appStateFrom(config) });
+  if (options.offline === true) {
+    const stored = await readStoredState(config);
+    if (stored !== null) {
+      engine.setApps({ enabled: new Set(enabledApps(stored)), extended: new Set(config.policy.extended) });
+      engine.setAdminRules(stored.rules);
+    }
+  }
   const lists = await loadLists(config, engine, logger, options.offline ?? false);
   return { catalog, engine, lists };
 }
@@ -44,27 +67,84 @@ export interface Gateway extends Policy {
   dnsAddresses: DnsAddresses;
   proxy: ProxyServer;
   proxyAddresses: ProxyAddresses;
-  /** Re-reads what SIGHUP reloads: app state from config, and every list. */
+  admin: FastifyInstance;
+  adminAddress: { address: string; port: number };
+  control: PolicyControl;
+  store: PolicyStore;
+  metrics: Metrics;
+  /** Re-reads what SIGHUP reloads: `policy.extended`, and every list. */
   reload(config: Config): Promise<void>;
   close(): Promise<void>;
 }
 
-/** Everything `portcullis start` runs. Listeners (DNS, proxy, admin) attach here. */
-export async function startGateway(config: Config, logger: Logger): Promise<Gateway> {
+export interface StartOptions {
+  /** `start --recover`: a corrupt policy store starts from its last good copy. */
+  isRecovering?: boolean;
+}
+
+/**
+ * Everything `portcullis start` runs: the policy (catalog, lists, and the stored state the
+ * admin API changes), DNS and proxy listeners, and the admin API with /metrics.
+ */
+export async function startGateway(config: Config, logger: Logger, options: StartOptions = {}): Promise<Gateway> {
+  const tokens = await loadTokens(config.admin.tokens);
   let policy = await loadPolicy(config, logger);
+  const { engine } = policy;
+  const store = openStore(config, logger, options);
+  const audit = new AuditLog(config.store.path, logger, DEFAULTS.adminAuditKept);
+  const control = new PolicyControl({ store, engine, audit, logger, extended: new Set(config.policy.extended) });
+  try {
+    await control.start(initialState(config.policy.apps));
+    await audit.open();
+  } catch (e: unknown) {
+    await store.close().catch(() => undefined);
+    throw e;
+  }
   policy.lists.start();
-  const dns = await DnsServer.create({ config: config.dns, policy: policy.engine, logger });
-  const dnsAddresses = await dns.listen();
-  const proxy = new ProxyServer({ config: config.proxy, policy: policy.engine, resolver: createAddressResolver(dns.upstream), logger });
-  const proxyAddresses = await proxy.listen();
-  policy.engine.on('swap', (event) => {
+  engine.on('swap', (event) => {
     logger.info({ component: 'policy', ...event }, 'policy swapped');
   });
-  const gateway: Gateway = {
+
+  const decisions = new DecisionLog(config.admin.decisions.kept, config.admin.decisions.clientAddresses);
+  const metrics = createMetrics(engine);
+  const onBlocked = (block: BlockEvent): void => {
+    decisions.record(block);
+    metrics.blocked(block);
+  };
+  let isListening = false;
+  const dns = await DnsServer.create({ config: config.dns, policy: engine, logger, onBlocked });
+  const dnsAddresses = await dns.listen();
+  const proxy = new ProxyServer({ config: config.proxy, policy: engine, resolver: createAddressResolver(dns.upstream), logger, onBlocked });
+  const proxyAddresses = await proxy.listen();
+  const admin = await buildAdmin({
+    catalog: policy.catalog,
+    engine,
+    control,
+    tokens,
+    audit,
+    decisions,
+    metrics,
+    logger,
+    storeHealth: () => store.health(),
+    listenersReady: () => isListening,
+    refreshLists: () => policy.lists.refresh(),
+  });
+  const adminListen = parseListenAddress(config.admin.listen, 'admin.listen');
+  await admin.listen({ host: adminListen.host, port: adminListen.port });
+  admin.server.maxConnections = DEFAULTS.adminMaxConnections;
+  const adminInfo = admin.server.address() as AddressInfo;
+  isListening = true;
+
+  return {
     dns,
     dnsAddresses,
     proxy,
     proxyAddresses,
+    admin,
+    adminAddress: { address: adminInfo.address, port: adminInfo.port },
+    control,
+    store,
+    metrics,
     get catalog() {
       return policy.catalog;
     },
@@ -75,17 +155,20 @@ export async function startGateway(config: Config, logger: Logger): Promise<Gate
       return policy.lists;
     },
     async reload(next: Config) {
-      policy.engine.setApps(appStateFrom(next));
+      control.setExtended(new Set(next.policy.extended));
       policy.lists.stop();
-      const lists = await loadLists(next, policy.engine, logger, false);
+      const lists = await loadLists(next, engine, logger, false);
       policy = { ...policy, lists };
       lists.start();
     },
     async close() {
+      isListening = false;
       policy.lists.stop();
+      await admin.close();
       await proxy.close();
       await dns.close();
+      await store.close();
+      await audit.close();
     },
   };
-  return gateway;
 }

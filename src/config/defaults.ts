@@ -13,6 +13,16 @@ export const DEFAULTS = Object.freeze({
   proxyHttpUpstreamPort: 80,
   adminListen: '127.0.0.1:9090',
   storePath: './data',
+
+  /** Admin API: request body cap, time for a whole request, connections, failed-auth limit. */
+  adminBodyMaxBytes: 64 * 1024,
+  adminRequestTimeoutMs: 10_000,
+  adminMaxConnections: 256,
+  adminAuthFailuresPerMinute: 10,
+  adminAuthFailureMaxClients: 10_000,
+  /** Recent block decisions kept for GET /v1/decisions, and audit entries kept in memory. */
+  adminDecisionsKept: 1_000,
+  adminAuditKept: 1_000,
   policyApps: APP_IDS,
 
   /** Extra lists: how much one download or file may hold, how long a fetch may take. */

@@ -7,7 +7,7 @@ import { configInvalid, errorMessage, isPortcullisError } from '../errors.js';
 import { maskWords, parseCidr, parseIp } from '../match/ip.js';
 import { normalizeQueryName, tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
-import { parseHostPort } from './address.js';
+import { isLoopbackHost, parseHostPort } from './address.js';
 import { DEFAULTS } from './defaults.js';
 import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig } from './schema.js';
 import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
@@ -197,6 +197,10 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
   merged.admin.tokens?.forEach((token, i) => {
     if ((token.token === undefined) === (token.tokenFile === undefined)) report(['admin', 'tokens', i], 'give exactly one of token and tokenFile');
   });
+  const adminListen = parseHostPort(merged.admin.listen ?? DEFAULTS.adminListen, { allowAnyPort: true });
+  if (typeof adminListen !== 'string' && !isLoopbackHost(adminListen.host) && (merged.admin.tokens ?? []).length === 0) {
+    report(['admin', 'listen'], `listening on ${adminListen.host} without admin.tokens would open the admin API beyond this host: configure tokens, or listen on loopback`);
+  }
   const names = new Set<string>();
   const lists: ListConfig[] = [];
   (merged.policy.lists ?? []).forEach((entry, i) => {
@@ -343,6 +347,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
         tokenFile: t.tokenFile === undefined ? null : resolve(baseDir, t.tokenFile),
         scopes: t.scopes,
       })),
+      decisions: { kept: merged.admin.decisions?.kept ?? DEFAULTS.adminDecisionsKept, clientAddresses: merged.admin.decisions?.clientAddresses ?? false },
     },
     store: { path: isAbsolute(storePath) ? storePath : resolve(baseDir, storePath), redis: merged.store.redis ?? null },
     policy: { apps: merged.policy.apps ?? [...DEFAULTS.policyApps], extended: merged.policy.extended ?? [], lists: semantic.lists },

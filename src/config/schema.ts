@@ -110,7 +110,22 @@ export const ConfigSchema = Type.Object(
       ),
     ),
     admin: Type.Optional(
-      Type.Object({ listen: Type.Optional(HostPort), tokens: Type.Optional(Type.Array(Token)) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          listen: Type.Optional(HostPort),
+          tokens: Type.Optional(Type.Array(Token)),
+          decisions: Type.Optional(
+            Type.Object(
+              {
+                kept: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+                clientAddresses: Type.Optional(Type.Boolean({ description: 'keep client addresses in GET /v1/decisions' })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+        },
+        { additionalProperties: false },
+      ),
     ),
     store: Type.Optional(
       Type.Object({ path: Type.Optional(Type.String({ minLength: 1 })), redis: Type.Optional(Type.String({ pattern: '^rediss?://' })) }, { additionalProperties: false }),
@@ -192,7 +207,7 @@ export interface Config {
   source: string;
   dns: DnsConfig;
   proxy: ProxyConfig;
-  admin: { listen: string; tokens: TokenConfig[] };
+  admin: { listen: string; tokens: TokenConfig[]; decisions: { kept: number; clientAddresses: boolean } };
   store: { path: string; redis: string | null };
   policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[] };
   log: { level: string };

@@ -1,5 +1,5 @@
 import type { Logger } from '../observability/logger.js';
-import type { Decision, DecisionQuery } from '../policy/index.js';
+import type { BlockEvent, Decision, DecisionQuery } from '../policy/index.js';
 import { blockedAnswer, type BlockOptions } from './block.js';
 import { AnswerCache, cacheKey, serveUncached, type CacheEntry } from './cache.js';
 import { PortcullisError } from '../errors.js';
@@ -51,6 +51,8 @@ export interface DnsChainOptions {
   logger: Logger;
   /** Called once per query with its outcome (metrics attach here). */
   onResult?: (result: DnsResult, transport: DnsTransport, startedNs: bigint, blockedBy: Decision | null) => void;
+  /** Called for every blocked query (the decisions log attaches here). */
+  onBlocked?: (block: BlockEvent) => void;
 }
 
 const FIREFOX_CANARY = 'use-application-dns.net';
@@ -75,6 +77,11 @@ const NO_OP = (): void => undefined;
 export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, client: DnsClient, reply: DnsReply) => void {
   const { policy, cache, logger } = options;
   const onResult = options.onResult ?? NO_OP;
+  const onBlocked = options.onBlocked ?? NO_OP;
+  const reportBlocked = (client: DnsClient, query: Query, started: bigint, decision: Decision | null, rule: string | null): void => {
+    onResult('blocked', client.transport, started, decision);
+    onBlocked({ layer: 'dns', app: decision?.app ?? null, rule: decision?.rule ?? rule, name: query.qname, client: client.address });
+  };
   const log = logger.child({ component: 'dns' });
 
   const send = (reply: DnsReply, message: Buffer, client: DnsClient, query: Query, queryBuf: Buffer): void => {
@@ -108,7 +115,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     const blockedBy = inspectEntry(entry.entry);
     if (blockedBy !== null) {
       send(reply, blockedAnswer(queryBuf, query, blockedBy.app, options.block, policy.version), client, query, queryBuf);
-      onResult('blocked', client.transport, started, blockedBy);
+      reportBlocked(client, query, started, blockedBy, null);
       return true;
     }
     const out = cache.serve(entry, query, queryBuf, Date.now(), client.transport === 'udp' ? 'udp' : 'tcp');
@@ -133,7 +140,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
           const blockedBy = inspect(prepared.message);
           if (blockedBy !== null) {
             send(reply, blockedAnswer(queryBuf, query, blockedBy.app, options.block, policy.version), client, query, queryBuf);
-            onResult('blocked', client.transport, started, blockedBy);
+            reportBlocked(client, query, started, blockedBy, null);
             return;
           }
           cache.store(key, prepared.message, now);
@@ -189,20 +196,20 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     // 5. canary
     if (options.firefoxCanary && query.qname === FIREFOX_CANARY) {
       send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.NXDOMAIN, query.questionEnd, query.edns), client, query, queryBuf);
-      onResult('blocked', client.transport, started, null);
+      reportBlocked(client, query, started, null, 'firefox-canary');
       return;
     }
     // 6. policy
     const decision = policy.decide({ name: query.qname, layer: 'dns' });
     if (decision.verdict === 'block') {
       send(reply, blockedAnswer(queryBuf, query, decision.app, options.block, policy.version), client, query, queryBuf);
-      onResult('blocked', client.transport, started, decision);
+      reportBlocked(client, query, started, decision, null);
       return;
     }
     // 7. doh names
     if (options.dohResolvers !== null && options.dohResolvers.match(query.qname) !== null) {
       send(reply, blockedAnswer(queryBuf, query, null, options.block, policy.version), client, query, queryBuf);
-      onResult('blocked', client.transport, started, null);
+      reportBlocked(client, query, started, null, 'category:doh-bypass');
       return;
     }
     // 8. cache

@@ -20,6 +20,7 @@ export interface DnsServerDeps {
   /** For tests: an upstream resolver instead of a pool over config.upstreams. */
   upstream?: UpstreamResolver;
   onResult?: DnsChainOptions['onResult'];
+  onBlocked?: DnsChainOptions['onBlocked'];
 }
 
 export interface DnsAddresses {
@@ -85,6 +86,7 @@ export class DnsServer {
       dohResolvers,
       logger,
       onResult: deps.onResult,
+      onBlocked: deps.onBlocked,
     });
     const tlsFiles = config.tls;
     const tls = tlsFiles === null ? null : { cert: await readFile(tlsFiles.cert), key: await readFile(tlsFiles.key) };

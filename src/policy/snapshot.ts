@@ -27,6 +27,15 @@ export interface Decision {
   layer: Layer;
 }
 
+/** One enforced block, as the decisions log keeps it. `client` is the client's address. */
+export interface BlockEvent {
+  layer: Layer;
+  app: AppId | null;
+  rule: string | null;
+  name: string | null;
+  client: string;
+}
+
 export interface AppState {
   /** Apps whose rules are enforced. */
   enabled: ReadonlySet<AppId>;

@@ -5,7 +5,7 @@ import { abortTls, httpStatusResponse, type TlsBlockAction } from './actions.js'
 import { dialDestination, splice, type DialDeps, type DialOutcome } from './dial.js';
 import { bodyLength, readRequestHead, type RequestHead } from './http/index.js';
 import { SocketReader } from './socket-reader.js';
-import { readHello, type ProxyEvents } from './tls-proxy.js';
+import { readHello, reportBlocked, type ProxyEvents } from './tls-proxy.js';
 
 export interface HttpProxyOptions extends ProxyEvents {
   dial: DialDeps;
@@ -85,8 +85,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
 
   const refuseDial = (outcome: Exclude<DialOutcome, { kind: 'connected' }>, host: string): Buffer => {
     if (outcome.kind === 'blocked') {
-      log.info({ app: outcome.decision.app, layer: 'http', rule: outcome.decision.rule, name: host }, 'blocked');
-      report('http', 'blocked', outcome.decision);
+      reportBlocked(options, 'http', socket, outcome.decision, host);
       return httpStatusResponse(451, { app: outcome.decision.app, host });
     }
     log.info({ name: host, outcome: outcome.kind, reason: outcome.reason }, 'not forwarded');
@@ -206,8 +205,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
       }
       const sniDecision = options.dial.policy.decide({ name: hello.info.sni, ip: outcome.address, port, layer: 'tls' });
       if (sniDecision.verdict === 'block') {
-        log.info({ app: sniDecision.app, layer: 'tls', rule: sniDecision.rule, name: hello.info.sni }, 'blocked');
-        report('http', 'blocked', sniDecision);
+        reportBlocked(options, 'http', socket, sniDecision, hello.info.sni);
         upstream.destroy();
         abortTls(socket, options.blockAction);
         done();

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../observability/logger.js';
-import type { Decision } from '../policy/index.js';
+import type { BlockEvent, Decision } from '../policy/index.js';
 import { abortTls, type TlsBlockAction } from './actions.js';
 import { dialDestination, splice, type DialDeps } from './dial.js';
 import { DownstreamForwarder } from './forward.js';
@@ -11,6 +11,15 @@ export type ProxyResult = 'forwarded' | 'blocked' | 'invalid' | 'no-sni' | 'time
 export interface ProxyEvents {
   /** One per connection (or per HTTP request), with its outcome. */
   onResult?: (listener: 'tls' | 'http', result: ProxyResult, blockedBy: Decision | null) => void;
+  /** Called for every block (the decisions log attaches here). */
+  onBlocked?: (block: BlockEvent) => void;
+}
+
+/** A block on `listener`: logged, counted, and handed to onBlocked. */
+export function reportBlocked(options: ProxyEvents & { logger: Logger }, listener: 'tls' | 'http', socket: Socket, decision: Decision, name: string): void {
+  options.logger.info({ app: decision.app, layer: decision.layer, rule: decision.rule, name }, 'blocked');
+  options.onResult?.(listener, 'blocked', decision);
+  options.onBlocked?.({ layer: decision.layer, app: decision.app, rule: decision.rule, name, client: socket.remoteAddress ?? '' });
 }
 
 export interface TlsProxyOptions extends ProxyEvents {
@@ -84,8 +93,7 @@ export async function handleTlsConnection(socket: Socket, options: TlsProxyOptio
   const { sni } = hello.info;
   const decision = options.dial.policy.decide({ name: sni, port: options.upstreamPort, layer: 'tls' });
   if (decision.verdict === 'block') {
-    log.info({ app: decision.app, layer: 'tls', rule: decision.rule, name: sni }, 'blocked');
-    report('tls', 'blocked', decision);
+    reportBlocked(options, 'tls', socket, decision, sni);
     abortTls(socket, options.blockAction);
     done();
     return;
@@ -93,8 +101,7 @@ export async function handleTlsConnection(socket: Socket, options: TlsProxyOptio
   const outcome = await dialDestination(sni, options.upstreamPort, 'tls', options.dial, new DownstreamForwarder(socket));
   if (outcome.kind !== 'connected') {
     if (outcome.kind === 'blocked') {
-      log.info({ app: outcome.decision.app, layer: 'tls', rule: outcome.decision.rule, name: sni }, 'blocked');
-      report('tls', 'blocked', outcome.decision);
+      reportBlocked(options, 'tls', socket, outcome.decision, sni);
     } else {
       log.info({ name: sni, outcome: outcome.kind, reason: 'reason' in outcome ? outcome.reason : undefined }, 'not forwarded');
       report('tls', outcome.kind === 'failed' ? 'dial-failed' : outcome.kind, null);

@@ -5,8 +5,12 @@ import { randomBytes } from 'node:crypto';
 /**
  * Writes a file so that a crash at any moment leaves either the old or the new content, never
  * a mix: write a temp file beside it, fsync it, rename over the target, fsync the directory.
+ *
+ * With `previousPath`, the old content is first renamed there (kept as the last good copy). A
+ * crash between the two renames leaves no file at `path` and the old content at previousPath:
+ * readers that find `path` missing must take previousPath.
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, options: { previousPath?: string } = {}): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
@@ -18,6 +22,11 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await handle.close();
   }
   try {
+    if (options.previousPath !== undefined) {
+      await rename(path, options.previousPath).catch((e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      });
+    }
     await rename(temp, path);
   } catch (e: unknown) {
     await unlink(temp).catch(() => undefined);

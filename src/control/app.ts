@@ -1,0 +1,297 @@
+import swagger from '@fastify/swagger';
+import { fastify, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { APP_IDS, isAppId, type AppId, type Catalog } from '../catalog/index.js';
+import { DEFAULTS } from '../config/index.js';
+import { PortcullisError, isPortcullisError, type ErrorCode } from '../errors.js';
+import type { ListStatus } from '../lists/index.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { PolicyEngine } from '../policy/index.js';
+import { appViews } from './app-view.js';
+import type { AuditLog } from './audit.js';
+import { AuthFailureLimiter, type Principal, type Scope, type TokenVerifier } from './auth.js';
+import { checkTarget, parseTarget } from './check.js';
+import type { DecisionLog } from './decisions.js';
+import type { PolicyControl } from './policy-control.js';
+import * as S from './schemas.js';
+import { etagOf, notFound, type PolicyState } from './state.js';
+import type { StoreHealth } from './store/types.js';
+
+export interface AdminDeps {
+  catalog: Catalog;
+  engine: PolicyEngine;
+  control: PolicyControl;
+  tokens: TokenVerifier;
+  audit: AuditLog;
+  decisions: DecisionLog;
+  metrics: Metrics;
+  logger: Logger;
+  storeHealth(): StoreHealth;
+  /** Null until every listener is up. */
+  listenersReady(): boolean;
+  refreshLists(): Promise<ListStatus[]>;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The scope a /v1 route needs; routes without one need no token. */
+    scope?: Scope;
+  }
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+}
+
+const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
+  PCL_ERR_BAD_REQUEST: 400,
+  PCL_ERR_INVALID_NAME: 400,
+  PCL_ERR_INVALID_CIDR: 400,
+  PCL_ERR_INVALID_PORT: 400,
+  PCL_ERR_UNKNOWN_APP: 400,
+  PCL_ERR_UNAUTHORIZED: 401,
+  PCL_ERR_FORBIDDEN: 403,
+  PCL_ERR_NOT_FOUND: 404,
+  PCL_ERR_PRECONDITION_FAILED: 412,
+  PCL_ERR_RATE_LIMITED: 429,
+  PCL_ERR_STORE_UNAVAILABLE: 503,
+  PCL_ERR_STORE_CORRUPT: 503,
+};
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  412: 'Precondition Failed',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+function sendProblem(reply: FastifyReply, status: number, code: ErrorCode, detail: string, problems?: FieldProblem[]): FastifyReply {
+  return reply
+    .code(status)
+    .type('application/problem+json')
+    .send({ type: `urn:portcullis:error:${code}`, title: TITLES[status] ?? 'Error', status, detail, code, ...(problems === undefined ? {} : { problems }) });
+}
+
+function isLoopbackAddress(address: string | undefined): boolean {
+  return address !== undefined && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
+}
+
+/** Apps and rules as the API shows them; rules get an ETag each. */
+function ruleView(state: PolicyState, id: string): PolicyState['rules'][number] {
+  const rule = state.rules.find((r) => r.id === id);
+  if (rule === undefined) throw notFound(`no rule with id "${id}"`);
+  return rule;
+}
+
+function requireApp(id: string): AppId {
+  if (!isAppId(id)) throw notFound(`no app "${id}"; apps are ${APP_IDS.join(', ')}`);
+  return id;
+}
+
+const DEFAULT_LIMIT = 100;
+const MAX_LIMIT = 1000;
+
+function limitOf(query: S.LimitQuery): number {
+  if (query.limit === undefined) return DEFAULT_LIMIT;
+  const limit = Number(query.limit);
+  if (limit < 1 || limit > MAX_LIMIT) throw new PortcullisError('PCL_ERR_BAD_REQUEST', `querystring.limit: must be 1-${MAX_LIMIT}`);
+  return limit;
+}
+
+/** If-Match against the current ETag (`*` matches anything); throws 412 on a mismatch. */
+function checkIfMatch(request: FastifyRequest, current: string): void {
+  const header = request.headers['if-match'];
+  if (header === undefined) return;
+  const tags = header.split(',').map((t) => t.trim());
+  if (tags.includes('*') || tags.includes(current)) return;
+  throw new PortcullisError('PCL_ERR_PRECONDITION_FAILED', `If-Match ${header} is not the current ETag ${current}: the resource changed since it was read`);
+}
+
+/**
+ * The admin API as a fastify app that is not listening: `portcullis start` listens, tests use
+ * inject(). Auth, validation and errors are handled once, here, for every route.
+ */
+export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
+  const loggerInstance: FastifyBaseLogger = deps.logger.child({ component: 'admin' });
+  const app = fastify({
+    loggerInstance,
+    disableRequestLogging: true,
+    bodyLimit: DEFAULTS.adminBodyMaxBytes,
+    requestTimeout: DEFAULTS.adminRequestTimeoutMs,
+    connectionTimeout: DEFAULTS.adminRequestTimeoutMs,
+    return503OnClosing: true,
+    // Unknown fields are refused, not silently dropped; no type coercion in bodies.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true } },
+  });
+  app.decorateRequest('principal', null);
+  const limiter = new AuthFailureLimiter(DEFAULTS.adminAuthFailuresPerMinute, DEFAULTS.adminAuthFailureMaxClients);
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'portcullis admin API', version: '1', description: 'Switch apps and rules of the portcullis gateway.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  const authenticate = (request: FastifyRequest): void => {
+    const scope = request.routeOptions.config.scope;
+    if (scope === undefined) return;
+    const client = request.socket.remoteAddress ?? '';
+    if (!deps.tokens.isConfigured) {
+      // No tokens: the API listens on loopback only (config refuses anything else); a request
+      // from elsewhere (a forwarded port, a container bridge) gets nothing.
+      if (!isLoopbackAddress(client)) throw new PortcullisError('PCL_ERR_FORBIDDEN', 'no admin tokens are configured: the API answers loopback clients only');
+      request.principal = { name: 'loopback', scopes: new Set(['read', 'write', 'admin']) };
+      return;
+    }
+    const wait = limiter.retryAfter(client);
+    if (wait > 0) throw new PortcullisError('PCL_ERR_RATE_LIMITED', `too many failed authentications; retry in ${wait} s`, { details: { retryAfter: wait } });
+    const principal = deps.tokens.verify(request.headers.authorization);
+    if (principal === null) {
+      limiter.fail(client);
+      throw new PortcullisError('PCL_ERR_UNAUTHORIZED', request.headers.authorization === undefined ? 'a bearer token is required' : 'the bearer token is not valid');
+    }
+    if (!principal.scopes.has(scope)) throw new PortcullisError('PCL_ERR_FORBIDDEN', `token "${principal.name}" lacks the ${scope} scope`);
+    request.principal = principal;
+  };
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      authenticate(request);
+      done();
+    } catch (e: unknown) {
+      done(e as PortcullisError);
+    }
+  });
+
+  app.setErrorHandler((error: FastifyError | PortcullisError, _request, reply) => {
+    if (isPortcullisError(error)) {
+      const status = STATUS_BY_CODE[error.code] ?? 500;
+      if (status === 401) void reply.header('www-authenticate', 'Bearer');
+      if (status === 429) void reply.header('retry-after', String(typeof error.details.retryAfter === 'number' ? error.details.retryAfter : 60));
+      if (status >= 500) deps.logger.warn({ component: 'admin', code: error.code, err: error.message }, 'admin request failed');
+      return sendProblem(reply, status, error.code, error.message);
+    }
+    if (error.validation !== undefined) {
+      const problems = error.validation.map((v) => ({
+        field: `${error.validationContext ?? 'body'}${v.instancePath.replace(/\//g, '.')}${v.keyword === 'additionalProperties' ? `.${String((v.params as { additionalProperty?: string }).additionalProperty)}` : ''}`,
+        message: v.keyword === 'additionalProperties' ? 'unknown field' : (v.message ?? 'invalid'),
+      }));
+      return sendProblem(reply, 400, 'PCL_ERR_BAD_REQUEST', problems.map((p) => `${p.field}: ${p.message}`).join('; '), problems);
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) return sendProblem(reply, status, status === 404 ? 'PCL_ERR_NOT_FOUND' : 'PCL_ERR_BAD_REQUEST', error.message);
+    deps.logger.error({ component: 'admin', err: error.message }, 'admin request failed (a bug)');
+    return sendProblem(reply, 500, 'PCL_ERR_BAD_REQUEST', 'internal error');
+  });
+
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, 404, 'PCL_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0] ?? ''}`));
+
+  // ---- unauthenticated -------------------------------------------------------------------
+
+  app.get('/healthz', { schema: { hide: true } }, () => ({ status: 'ok' }));
+
+  app.get('/readyz', { schema: { hide: true } }, (_request, reply) => {
+    const store = deps.storeHealth();
+    const checks = { listeners: deps.listenersReady(), policy: deps.engine.version > 0, store: store.isHealthy };
+    const isReady = checks.listeners && checks.policy && checks.store;
+    return reply.code(isReady ? 200 : 503).send({ ready: isReady, checks, reason: isReady ? null : (store.reason ?? (checks.listeners ? 'policy not loaded' : 'listeners not up')) });
+  });
+
+  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    const text = await deps.metrics.registry.metrics();
+    return reply.type(deps.metrics.registry.contentType).send(text);
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
+
+  // ---- /v1 -----------------------------------------------------------------------------
+
+  const appView = (id: AppId): ReturnType<typeof appViews>[number] => appViews([deps.catalog.get(id)!], deps.engine.current)[0]!;
+  const appEtag = (state: PolicyState, id: AppId): string => etagOf({ id, enabled: state.apps[id] });
+  const errors = { 400: S.Problem, 401: S.Problem, 403: S.Problem, 404: S.Problem, 412: S.Problem, 429: S.Problem, 503: S.Problem };
+
+  app.get('/v1/apps', { config: { scope: 'read' }, schema: { response: { 200: { type: 'array', items: S.AppBody } } } }, () =>
+    appViews(
+      APP_IDS.map((id) => deps.catalog.get(id)!),
+      deps.engine.current,
+    ),
+  );
+
+  app.get<{ Params: { id: string } }>('/v1/apps/:id', { config: { scope: 'read' }, schema: { params: S.AppIdParam, response: { 200: S.AppBody, ...errors } } }, (request, reply) => {
+    const id = requireApp(request.params.id);
+    return reply.header('etag', appEtag(deps.control.current, id)).send(appView(id));
+  });
+
+  app.patch<{ Params: { id: string }; Body: S.AppPatch }>(
+    '/v1/apps/:id',
+    { config: { scope: 'write' }, schema: { params: S.AppIdParam, body: S.AppPatch, response: { 200: S.AppBody, ...errors } } },
+    async (request, reply) => {
+      const id = requireApp(request.params.id);
+      const { state } = await deps.control.change({ kind: 'app', app: id, enabled: request.body.enabled }, request.principal!.name, (current) => checkIfMatch(request, appEtag(current, id)));
+      return reply.header('etag', appEtag(state, id)).send(appView(id));
+    },
+  );
+
+  app.get<{ Querystring: S.RulesQuery }>('/v1/rules', { config: { scope: 'read' }, schema: { querystring: S.RulesQuery, response: { 200: { type: 'array', items: S.RuleBody }, ...errors } } }, (request, reply) => {
+    const { rules } = deps.control.current;
+    const { app: byApp, type, action } = request.query;
+    const selected = rules.filter((r) => (byApp === undefined || r.app === byApp) && (type === undefined || r.type === type) && (action === undefined || r.action === action));
+    return reply.header('etag', etagOf(rules)).send(selected);
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/rules/:id', { config: { scope: 'read' }, schema: { params: S.RuleIdParam, response: { 200: S.RuleBody, ...errors } } }, (request, reply) => {
+    const rule = ruleView(deps.control.current, request.params.id);
+    return reply.header('etag', etagOf(rule)).send(rule);
+  });
+
+  app.post<{ Body: S.RuleInput }>('/v1/rules', { config: { scope: 'write' }, schema: { body: S.RuleInput, response: { 201: S.RuleBody, ...errors } } }, async (request, reply) => {
+    const { after } = await deps.control.change({ kind: 'rule-add', rule: request.body }, request.principal!.name, (current) => checkIfMatch(request, etagOf(current.rules)));
+    const rule = after as PolicyState['rules'][number];
+    return reply.code(201).header('location', `/v1/rules/${rule.id}`).header('etag', etagOf(rule)).send(rule);
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/rules/:id', { config: { scope: 'write' }, schema: { params: S.RuleIdParam, response: { 204: { type: 'null' }, ...errors } } }, async (request, reply) => {
+    await deps.control.change({ kind: 'rule-remove', id: request.params.id }, request.principal!.name, (current) => checkIfMatch(request, etagOf(ruleView(current, request.params.id))));
+    return reply.code(204).send();
+  });
+
+  app.get<{ Querystring: { target: string } }>('/v1/check', { config: { scope: 'read' }, schema: { querystring: S.CheckQuery, response: { 200: S.CheckBody, ...errors } } }, (request) => {
+    const target = parseTarget(request.query.target);
+    if (typeof target === 'string') throw new PortcullisError('PCL_ERR_BAD_REQUEST', target);
+    const decision = checkTarget(deps.engine, target);
+    return { target: request.query.target, verdict: decision.verdict, app: decision.app, rule: decision.rule, layer: decision.layer };
+  });
+
+  app.get('/v1/policy', { config: { scope: 'read' } }, (_request, reply) => {
+    const state = deps.control.current;
+    const counts = Object.fromEntries(deps.engine.current.ruleCounts());
+    return reply.header('etag', etagOf({ version: state.version })).send({
+      version: state.version,
+      snapshotVersion: deps.engine.version,
+      apps: state.apps,
+      adminRules: state.rules.length,
+      rulesInForce: counts,
+      store: deps.storeHealth(),
+    });
+  });
+
+  app.get<{ Querystring: S.LimitQuery }>('/v1/decisions', { config: { scope: 'read' }, schema: { querystring: S.LimitQuery } }, (request) => deps.decisions.recent(limitOf(request.query)));
+
+  app.get<{ Querystring: S.LimitQuery }>('/v1/audit', { config: { scope: 'admin' }, schema: { querystring: S.LimitQuery } }, (request) => deps.audit.recent(limitOf(request.query)));
+
+  app.post('/v1/lists/refresh', { config: { scope: 'write' } }, async () => ({ lists: await deps.refreshLists() }));
+
+  return app;
+}

@@ -1,0 +1,43 @@
+import type { BlockEvent } from '../policy/index.js';
+
+export interface DecisionRecord {
+  time: string;
+  layer: BlockEvent['layer'];
+  app: BlockEvent['app'];
+  rule: string | null;
+  name: string | null;
+  /** Only when `admin.decisions.clientAddresses` is on. */
+  client?: string;
+}
+
+/**
+ * The most recent block decisions, in a fixed ring (no allocation beyond the records). Client
+ * addresses are personal data: kept only when the operator turned them on.
+ */
+export class DecisionLog {
+  private readonly ring: (DecisionRecord | undefined)[];
+  private next = 0;
+  private count = 0;
+
+  constructor(
+    capacity: number,
+    private readonly keepClientAddresses: boolean,
+  ) {
+    this.ring = new Array<DecisionRecord | undefined>(capacity);
+  }
+
+  record(block: BlockEvent): void {
+    const record: DecisionRecord = { time: new Date().toISOString(), layer: block.layer, app: block.app, rule: block.rule, name: block.name };
+    if (this.keepClientAddresses) record.client = block.client;
+    this.ring[this.next] = record;
+    this.next = (this.next + 1) % this.ring.length;
+    this.count = Math.min(this.count + 1, this.ring.length);
+  }
+
+  /** Newest first. */
+  recent(limit: number): DecisionRecord[] {
+    const out: DecisionRecord[] = [];
+    for (let i = 1; i <= Math.min(limit, this.count); i++) out.push(this.ring[(this.next - i + this.ring.length) % this.ring.length]!);
+    return out;
+  }
+}

@@ -1,0 +1,81 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { APP_IDS } from '../catalog/index.js';
+
+/** Request and response shapes of the admin API; validation and /openapi.json both come from here. */
+
+export const AppIdParam = Type.Object({ id: Type.String({ description: 'app id', examples: [...APP_IDS] }) }, { additionalProperties: false });
+
+export const AppPatch = Type.Object({ enabled: Type.Boolean() }, { additionalProperties: false });
+export type AppPatch = Static<typeof AppPatch>;
+
+const Counts = Type.Object({ domains: Type.Integer(), cidrs: Type.Integer(), ports: Type.Integer() });
+
+export const AppBody = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  enabled: Type.Boolean(),
+  extended: Type.Boolean(),
+  coverage: Type.Union([Type.Literal('verified'), Type.Literal('partial'), Type.Literal('none')]),
+  coverageNote: Type.Union([Type.String(), Type.Null()]),
+  rules: Counts,
+  catalog: Counts,
+});
+
+export const RuleInput = Type.Object(
+  {
+    type: Type.Union([Type.Literal('domain'), Type.Literal('cidr'), Type.Literal('port')]),
+    value: Type.String({ minLength: 1, maxLength: 300, description: 'kakao.com (subdomains included), 147.92.128.0/17, or tcp/5223 / udp/1000-2000' }),
+    action: Type.Union([Type.Literal('block'), Type.Literal('allow')]),
+    app: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'attribute the rule to a catalog app (it then follows the app switch)' })),
+    comment: Type.Optional(Type.Union([Type.String({ maxLength: 500 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export type RuleInput = Static<typeof RuleInput>;
+
+export const RuleBody = Type.Object({
+  id: Type.String(),
+  type: Type.String(),
+  value: Type.String(),
+  action: Type.String(),
+  app: Type.Union([Type.String(), Type.Null()]),
+  comment: Type.Union([Type.String(), Type.Null()]),
+});
+
+export const RuleIdParam = Type.Object({ id: Type.String({ pattern: '^r[0-9]{1,15}$' }) }, { additionalProperties: false });
+
+export const RulesQuery = Type.Object(
+  {
+    app: Type.Optional(Type.String()),
+    type: Type.Optional(Type.Union([Type.Literal('domain'), Type.Literal('cidr'), Type.Literal('port')])),
+    action: Type.Optional(Type.Union([Type.Literal('block'), Type.Literal('allow')])),
+  },
+  { additionalProperties: false },
+);
+export type RulesQuery = Static<typeof RulesQuery>;
+
+export const CheckQuery = Type.Object({ target: Type.String({ minLength: 1, maxLength: 300 }) }, { additionalProperties: false });
+
+export const CheckBody = Type.Object({
+  target: Type.String(),
+  verdict: Type.Union([Type.Literal('allow'), Type.Literal('block')]),
+  app: Type.Union([Type.String(), Type.Null()]),
+  rule: Type.Union([Type.String(), Type.Null()]),
+  layer: Type.String(),
+});
+
+/** Query strings are text: the limit is checked as digits here and as a range by the route. */
+export const LimitQuery = Type.Object({ limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$', description: '1-1000, default 100' })) }, { additionalProperties: false });
+export type LimitQuery = Static<typeof LimitQuery>;
+
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String(),
+    problems: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
+  },
+  { description: 'application/problem+json (RFC 9457)' },
+);
