@@ -35,6 +35,8 @@ export const DEFAULTS = Object.freeze({
   listMaxEntries: 5_000_000,
   /** Parallel list downloads at once, so a long list of URLs does not open every socket together. */
   listFetchConcurrency: 4,
+  /** A local list file edited: reload this long after the last change event (editors write in steps). */
+  listWatchDebounceMs: 200,
 
   /** How many entries the snapshot builder inserts before yielding to the event loop. */
   snapshotBuildSliceEntries: 4_096,

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
+import { watch, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { ListConfig } from '../config/index.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { PortcullisError, errorMessage } from '../errors.js';
@@ -52,6 +53,7 @@ export class ListManager extends EventEmitter<{ update: [ListEntries[]] }> {
   private readonly lists: ListState[];
   private readonly options: ListManagerOptions;
   private isStopped = false;
+  private readonly watchers: FSWatcher[] = [];
 
   constructor(configs: readonly ListConfig[], options: ListManagerOptions) {
     super();
@@ -85,14 +87,18 @@ export class ListManager extends EventEmitter<{ update: [ListEntries[]] }> {
     return targets.map((l) => ({ ...l.status }));
   }
 
-  /** Starts the refresh timers. */
+  /** Starts the refresh timers, and watches local list files so an edit is in force at once. */
   start(): void {
-    for (const list of this.lists) this.schedule(list);
+    for (const list of this.lists) {
+      this.schedule(list);
+      if (!list.config.isRemote) this.watch(list);
+    }
   }
 
   stop(): void {
     this.isStopped = true;
     for (const list of this.lists) if (list.timer !== null) clearTimeout(list.timer);
+    for (const watcher of this.watchers.splice(0)) watcher.close();
   }
 
   entries(): ListEntries[] {
@@ -121,6 +127,31 @@ export class ListManager extends EventEmitter<{ update: [ListEntries[]] }> {
       });
     }, list.config.refreshMs);
     list.timer.unref();
+  }
+
+  /**
+   * Watches the file's directory rather than the file: editors and config management replace
+   * files by rename, which a watch on the old inode would miss. Changes are debounced.
+   */
+  private watch(list: ListState): void {
+    const path = list.config.source;
+    let debounce: NodeJS.Timeout | null = null;
+    try {
+      const watcher = watch(dirname(path), { persistent: false }, (_event, file) => {
+        if (file !== null && file !== basename(path)) return;
+        if (debounce !== null) clearTimeout(debounce);
+        debounce = setTimeout(() => {
+          debounce = null;
+          if (!this.isStopped) void this.refresh([list.config.name]);
+        }, DEFAULTS.listWatchDebounceMs);
+      });
+      watcher.on('error', (e: Error) => {
+        this.options.logger.warn({ component: 'lists', list: list.config.name, err: e.message }, 'cannot watch the list file; it reloads on its refresh interval and SIGHUP');
+      });
+      this.watchers.push(watcher);
+    } catch (e: unknown) {
+      this.options.logger.warn({ component: 'lists', list: list.config.name, err: errorMessage(e) }, 'cannot watch the list file; it reloads on its refresh interval and SIGHUP');
+    }
   }
 
   private cachePath(list: ListState): string {

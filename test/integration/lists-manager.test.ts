@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ListConfig } from '../../src/config/index.js';
@@ -190,6 +190,34 @@ describe('ListManager: local files', () => {
     expect(updates[1]![0]!.suffix).toEqual(['kakao.com', 'line.me']);
     expect(namesOf(manager)).toEqual(['kakao.com', 'line.me']);
     expect(status).toMatchObject({ entries: 2, lastError: null });
+  });
+
+  it('after start(), a list file edited in place or replaced by rename is in force without refresh()', async () => {
+    const file = join(dir, 'names.txt');
+    await writeFile(file, 'kakao.com\n');
+    const { manager, updates } = managerOf([listConfig(file)]);
+    await manager.loadAll();
+    manager.start();
+    const until = async (count: number): Promise<void> => {
+      const deadline = Date.now() + 3_000;
+      while (updates.length < count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    };
+
+    await writeFile(file, 'kakao.com\nline.me\n');
+    await until(2);
+    expect(namesOf(manager)).toEqual(['kakao.com', 'line.me']);
+
+    // As editors and config management do: write a new file, rename it over the old one.
+    const temp = join(dir, '.names.txt.tmp');
+    await writeFile(temp, 'didiglobal.com\n');
+    await rename(temp, file);
+    await until(3);
+    expect(namesOf(manager)).toEqual(['didiglobal.com']);
+
+    // A file beside it changing does not reload the list.
+    await writeFile(join(dir, 'other.txt'), 'x\n');
+    await new Promise((resolve) => setTimeout(resolve, DEFAULTS.listWatchDebounceMs * 3));
+    expect(updates).toHaveLength(3);
   });
 
   it('keeps the last good entries when the file disappears, and reports the error', async () => {

@@ -412,6 +412,27 @@ describe('loadConfigChecked: problems in the file', () => {
   });
 });
 
+describe('loadConfigChecked: admin API exposure', () => {
+  it('refuses a non-loopback admin.listen without tokens, naming the field', async () => {
+    const { file, result } = await loadFile(['admin:', '  listen: 0.0.0.0:9090']);
+    const problem = onlyProblem(result);
+    expect(problem).toMatchObject({ file, field: 'admin.listen' });
+    expect(problem.message).toMatch(/without admin\.tokens/);
+  });
+
+  it('accepts a non-loopback admin.listen once a token is configured, and loopback without one', async () => {
+    const withToken = await loadFile(['admin:', '  listen: 0.0.0.0:9090', '  tokens:', '    - { name: ops, token: 0123456789abcdef, scopes: [admin] }']);
+    expect(valid(withToken.result).admin.listen).toBe('0.0.0.0:9090');
+    expect(valid((await loadFile(['admin:', '  listen: 127.0.0.1:9191'])).result).admin.tokens).toEqual([]);
+  });
+
+  it('the same rule holds for an env override of the listen address', async () => {
+    const result = await load({ env: { PORTCULLIS_ADMIN_LISTEN: '[::]:9090' } });
+    expect(result.config).toBeNull();
+    expect(result.problems.map((p) => p.message).join('\n')).toMatch(/without admin\.tokens/);
+  });
+});
+
 describe('loadConfigChecked: environment overrides', () => {
   it('applies PORTCULLIS_DNS_LISTEN over the file', async () => {
     const { result } = await loadFile(['dns:', '  listen: 127.0.0.1:5353'], { env: { PORTCULLIS_DNS_LISTEN: '127.0.0.1:53' } });
