@@ -299,14 +299,21 @@ async function commandStart(args: Args): Promise<number> {
       stop('SIGINT');
     });
     process.on('SIGHUP', () => {
-      void loadConfigChecked({ file: args.config, overrides: args.overrides }).then(async ({ config: next, problems }) => {
-        if (next === null) {
-          logger.error({ problems: problems.map((p) => `${formatLocation(p)}: ${p.message}`) }, 'reload refused: configuration invalid; keeping the running one');
-          return;
-        }
-        await gateway.reload(next);
-        logger.info({ version: gateway.engine.version }, 'reloaded');
-      });
+      void loadConfigChecked({ file: args.config, overrides: args.overrides })
+        .then(async ({ config: next, problems }) => {
+          if (next === null) {
+            logger.error({ problems: problems.map((p) => `${formatLocation(p)}: ${p.message}`) }, 'reload refused: configuration invalid; keeping the running one');
+            gateway.metrics.reload('config', false);
+            return;
+          }
+          await gateway.reload(next);
+          gateway.metrics.reload('config', true);
+          logger.info({ version: gateway.engine.version }, 'reloaded');
+        })
+        .catch((e: unknown) => {
+          logger.error({ err: errorMessage(e) }, 'reload failed; keeping the running configuration');
+          gateway.metrics.reload('config', false);
+        });
     });
   });
 }

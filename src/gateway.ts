@@ -37,7 +37,7 @@ export interface Policy {
  * apps) reads remote lists from their last downloaded copy only, and applies the stored policy
  * state (app switches and admin rules) without opening the store.
  */
-export async function loadPolicy(config: Config, logger: Logger, options: { offline?: boolean } = {}): Promise<Policy> {
+export async function loadPolicy(config: Config, logger: Logger, options: { offline?: boolean; onListLoad?: (isSuccess: boolean) => void } = {}): Promise<Policy> {
   const catalog = await loadCatalog();
   const engine = new PolicyEngine({ catalog, apps: appStateFrom(config) });
   if (options.offline === true) {
@@ -47,13 +47,13 @@ export async function loadPolicy(config: Config, logger: Logger, options: { offl
       engine.setAdminRules(stored.rules);
     }
   }
-  const lists = await loadLists(config, engine, logger, options.offline ?? false);
+  const lists = await loadLists(config, engine, logger, options.offline ?? false, options.onListLoad);
   return { catalog, engine, lists };
 }
 
 /** The extra lists of `config`, loaded, in force in `engine`, and feeding it their refreshes. */
-async function loadLists(config: Config, engine: PolicyEngine, logger: Logger, offline: boolean): Promise<ListManager> {
-  const lists = new ListManager(config.policy.lists, { cacheDir: join(config.store.path, 'lists'), logger, offline });
+async function loadLists(config: Config, engine: PolicyEngine, logger: Logger, offline: boolean, onLoad?: (isSuccess: boolean) => void): Promise<ListManager> {
+  const lists = new ListManager(config.policy.lists, { cacheDir: join(config.store.path, 'lists'), logger, offline, onLoad });
   lists.on('update', (entries) => {
     void engine.setLists(entries);
   });
@@ -88,8 +88,14 @@ export interface StartOptions {
  */
 export async function startGateway(config: Config, logger: Logger, options: StartOptions = {}): Promise<Gateway> {
   const tokens = await loadTokens(config.admin.tokens);
-  let policy = await loadPolicy(config, logger);
+  const metrics = createMetrics(config.dns.upstreams);
+  const onListLoad = (isSuccess: boolean): void => metrics.reload('list', isSuccess);
+  let policy = await loadPolicy(config, logger, { onListLoad });
   const { engine } = policy;
+  engine.on('swap', (event) => {
+    logger.info({ component: 'policy', ...event }, 'policy swapped');
+    metrics.policySwap(event);
+  });
   const store = openStore(config, logger, options);
   const audit = new AuditLog(config.store.path, logger, DEFAULTS.adminAuditKept);
   const control = new PolicyControl({ store, engine, audit, logger, extended: new Set(config.policy.extended) });
@@ -101,21 +107,39 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     throw e;
   }
   policy.lists.start();
-  engine.on('swap', (event) => {
-    logger.info({ component: 'policy', ...event }, 'policy swapped');
-  });
 
   const decisions = new DecisionLog(config.admin.decisions.kept, config.admin.decisions.clientAddresses);
-  const metrics = createMetrics(engine);
   const onBlocked = (block: BlockEvent): void => {
     decisions.record(block);
     metrics.blocked(block);
   };
   let isListening = false;
-  const dns = await DnsServer.create({ config: config.dns, policy: engine, logger, onBlocked });
+  const dns = await DnsServer.create({
+    config: config.dns,
+    policy: engine,
+    logger,
+    onBlocked,
+    onResult: (result, transport, startedNs) => metrics.dnsResult(result, transport, startedNs),
+    onUpstreamResult: (r) => metrics.upstreamResult(r.upstream, r.outcome, r.rttMs),
+  });
   const dnsAddresses = await dns.listen();
-  const proxy = new ProxyServer({ config: config.proxy, policy: engine, resolver: createAddressResolver(dns.upstream), logger, onBlocked });
+  const proxy = new ProxyServer({
+    config: config.proxy,
+    policy: engine,
+    resolver: createAddressResolver(dns.upstream),
+    logger,
+    onBlocked,
+    onResult: (listener, result) => metrics.proxyResult(listener, result),
+    onClosed: (listener, fromClient, toClient) => metrics.proxyClosed(listener, fromClient, toClient),
+  });
   const proxyAddresses = await proxy.listen();
+  metrics.attach({
+    engine,
+    cache: () => ({ entries: dns.cache.size, bytes: dns.cache.bytes, maxEntries: config.dns.cache.maxEntries, maxBytes: config.dns.cache.maxBytes }),
+    upstreams: () => dns.upstream.health(),
+    proxyActive: () => proxy.activeConnections,
+    storeHealthy: () => store.health().isHealthy,
+  });
   const admin = await buildAdmin({
     catalog: policy.catalog,
     engine,
@@ -157,7 +181,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     async reload(next: Config) {
       control.setExtended(new Set(next.policy.extended));
       policy.lists.stop();
-      const lists = await loadLists(next, engine, logger, false);
+      const lists = await loadLists(next, engine, logger, false, onListLoad);
       policy = { ...policy, lists };
       lists.start();
     },

@@ -161,6 +161,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     const principal = deps.tokens.verify(request.headers.authorization);
     if (principal === null) {
       limiter.fail(client);
+      deps.metrics.authFailure();
       throw new PortcullisError('PCL_ERR_UNAUTHORIZED', request.headers.authorization === undefined ? 'a bearer token is required' : 'the bearer token is not valid');
     }
     if (!principal.scopes.has(scope)) throw new PortcullisError('PCL_ERR_FORBIDDEN', `token "${principal.name}" lacks the ${scope} scope`);

@@ -10,7 +10,7 @@ import { AnswerCache, DEFAULT_CACHE_LIMITS } from './cache.js';
 import { createDnsChain, type DnsChainOptions, type PolicyView } from './chain.js';
 import { ClientAcl, ClientRateLimiter, DEFAULT_CLIENT_NETWORKS } from './client-limits.js';
 import { DnsUdpListener, createDohListener, createDotListener, createTcpListener, type StreamLimits } from './listeners.js';
-import { UpstreamPool } from './upstream.js';
+import { UpstreamPool, type UpstreamPoolOptions } from './upstream.js';
 import type { UpstreamResolver } from './upstream-types.js';
 
 export interface DnsServerDeps {
@@ -21,6 +21,7 @@ export interface DnsServerDeps {
   upstream?: UpstreamResolver;
   onResult?: DnsChainOptions['onResult'];
   onBlocked?: DnsChainOptions['onBlocked'];
+  onUpstreamResult?: UpstreamPoolOptions['onResult'];
 }
 
 export interface DnsAddresses {
@@ -71,7 +72,7 @@ export class DnsServer {
   static async create(deps: DnsServerDeps): Promise<DnsServer> {
     const { config, logger } = deps;
     const cache = new AnswerCache({ ...DEFAULT_CACHE_LIMITS, maxEntries: config.cache.maxEntries, maxBytes: config.cache.maxBytes, staleMaxSec: config.cache.serveStale ? DEFAULT_CACHE_LIMITS.staleMaxSec : 0 });
-    const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger });
+    const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger, onResult: deps.onUpstreamResult });
     const dohResolvers = config.bypass.dohResolvers ? new SuffixNameSet((await loadCategory('doh-bypass')).domains) : null;
     const chain = createDnsChain({
       policy: deps.policy,

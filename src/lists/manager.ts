@@ -42,6 +42,8 @@ export interface ListManagerOptions {
   logger: Logger;
   /** Never touch the network: remote lists come from their on-disk copy only (`check`, `validate`). */
   offline?: boolean;
+  /** Called after every load attempt of a list, with its outcome (metrics attach here). */
+  onLoad?: (isSuccess: boolean) => void;
 }
 
 /**
@@ -175,9 +177,11 @@ export class ListManager extends EventEmitter<{ update: [ListEntries[]] }> {
         log.warn({ err: errorMessage(e) }, 'could not keep a copy of the downloaded list');
       });
       log.info({ entries: list.status.entries, skipped: parsed.skippedCount, format: parsed.format }, 'list loaded');
+      this.options.onLoad?.(true);
       return true;
     } catch (e: unknown) {
       list.status.lastError = errorMessage(e);
+      this.options.onLoad?.(false);
       // Forget the validators: they may name the version that just failed, and "unchanged"
       // must never hide (or appear to clear) a failure. The next load reads in full.
       list.etag = null;

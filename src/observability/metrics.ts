@@ -1,48 +1,206 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { APP_IDS } from '../catalog/index.js';
-import type { BlockEvent, PolicyEngine } from '../policy/index.js';
+import type { BlockEvent, PolicyEngine, SwapEvent } from '../policy/index.js';
 
-/** Every metric portcullis exports is declared here, on one registry. */
-export interface Metrics {
-  readonly registry: Registry;
-  /** Counts one block (DNS, TLS, HTTP, IP layer). */
-  blocked(block: BlockEvent): void;
+/**
+ * Every metric portcullis exports, on one registry. Labels come from closed sets (app, layer,
+ * result, protocol, listener, configured upstreams): never a name or a client address. Hot-path
+ * hooks increment children resolved once at start, so counting allocates nothing.
+ */
+
+export const DNS_PROTOCOLS = ['udp', 'tcp', 'dot', 'doh'] as const;
+export const DNS_RESULTS = ['allowed', 'blocked', 'cached', 'servfail', 'refused', 'formerr', 'dropped'] as const;
+export const LAYERS = ['dns', 'tls', 'http', 'ip', 'quic'] as const;
+export const PROXY_LISTENERS = ['tls', 'http'] as const;
+export const PROXY_RESULTS = ['forwarded', 'blocked', 'invalid', 'no-sni', 'timeout', 'too-large', 'forbidden', 'unresolved', 'dial-failed', 'limited'] as const;
+export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
+const APPS_AND_CUSTOM = [...APP_IDS, 'custom'] as const;
+
+type DnsProtocol = (typeof DNS_PROTOCOLS)[number];
+type DnsResultLabel = (typeof DNS_RESULTS)[number];
+type ProxyListener = (typeof PROXY_LISTENERS)[number];
+type ProxyResultLabel = (typeof PROXY_RESULTS)[number];
+
+/** DNS latency buckets from 0.25 ms: a cache hit answers in well under a millisecond. */
+const DNS_DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const UPSTREAM_DURATION_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2];
+const BUILD_DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10];
+
+/** What the gauges read when Prometheus scrapes; attached once the parts exist. */
+export interface MetricSources {
+  engine: PolicyEngine;
+  cache(): { entries: number; bytes: number; maxEntries: number; maxBytes: number };
+  upstreams(): readonly { upstream: string; healthy: boolean }[];
+  proxyActive(): Record<ProxyListener, number>;
+  storeHealthy(): boolean;
 }
 
-export function createMetrics(engine: PolicyEngine): Metrics {
+export interface Metrics {
+  readonly registry: Registry;
+  attach(sources: MetricSources): void;
+  dnsResult(result: DnsResultLabel, protocol: DnsProtocol, startedNs: bigint): void;
+  blocked(block: BlockEvent): void;
+  proxyResult(listener: ProxyListener, result: ProxyResultLabel): void;
+  proxyClosed(listener: ProxyListener, bytesFromClient: number, bytesToClient: number): void;
+  upstreamResult(upstream: string, outcome: 'ok' | (typeof UPSTREAM_ERROR_KINDS)[number], rttMs: number | null): void;
+  policySwap(event: SwapEvent): void;
+  reload(kind: 'config' | 'list', isSuccess: boolean): void;
+  authFailure(): void;
+}
+
+export function createMetrics(upstreams: readonly string[]): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
-  const blockedTotal = new Counter({ name: 'portcullis_blocked_total', help: 'Connections and queries blocked, by app and layer', labelNames: ['app', 'layer'] as const, registers: [registry] });
-  // Children resolved once: the hot path increments without building label objects.
-  const children = new Map<string, Counter.Internal>();
-  for (const app of [...APP_IDS, 'custom'] as const) {
-    for (const layer of ['dns', 'tls', 'http', 'ip'] as const) children.set(`${app}/${layer}`, blockedTotal.labels({ app, layer }));
-  }
+  // Gauges named *_total break the exposition conventions (promtool check metrics refuses them).
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(`portcullis_${name}`);
+  const registers = [registry];
+  let sources: MetricSources | null = null;
+
+  const dnsQueries = new Counter({ name: 'portcullis_dns_queries_total', help: 'DNS queries answered (or dropped), by protocol and result', labelNames: ['protocol', 'result'] as const, registers });
+  const dnsByProtocol = Object.fromEntries(
+    DNS_PROTOCOLS.map((protocol) => [protocol, Object.fromEntries(DNS_RESULTS.map((result) => [result, dnsQueries.labels({ protocol, result })]))]),
+  ) as Record<DnsProtocol, Record<DnsResultLabel, Counter.Internal>>;
+  const dnsDuration = new Histogram({ name: 'portcullis_dns_request_duration_seconds', help: 'Time from a DNS query read to its answer sent', buckets: DNS_DURATION_BUCKETS, registers });
+
+  const blockedTotal = new Counter({ name: 'portcullis_blocked_total', help: 'Queries and connections blocked, by app and layer (custom: rules without an app)', labelNames: ['app', 'layer'] as const, registers });
+  const blockedBy = Object.fromEntries(
+    APPS_AND_CUSTOM.map((app) => [app, Object.fromEntries(LAYERS.map((layer) => [layer, blockedTotal.labels({ app, layer })]))]),
+  ) as Record<(typeof APPS_AND_CUSTOM)[number], Record<(typeof LAYERS)[number], Counter.Internal>>;
+
+  const proxyConnections = new Counter({ name: 'portcullis_proxy_connections_total', help: 'Proxy connections (HTTP: requests), by listener and result', labelNames: ['listener', 'result'] as const, registers });
+  const proxyBy = Object.fromEntries(
+    PROXY_LISTENERS.map((listener) => [listener, Object.fromEntries(PROXY_RESULTS.map((result) => [result, proxyConnections.labels({ listener, result })]))]),
+  ) as Record<ProxyListener, Record<ProxyResultLabel, Counter.Internal>>;
+  const proxyBytes = new Counter({ name: 'portcullis_proxy_bytes_total', help: 'Bytes relayed by the proxy, by listener and direction (counted when a connection closes)', labelNames: ['listener', 'direction'] as const, registers });
+  const proxyBytesBy = Object.fromEntries(
+    PROXY_LISTENERS.map((listener) => [listener, { fromClient: proxyBytes.labels({ listener, direction: 'from_client' }), toClient: proxyBytes.labels({ listener, direction: 'to_client' }) }]),
+  ) as Record<ProxyListener, { fromClient: Counter.Internal; toClient: Counter.Internal }>;
+  new Gauge({
+    name: 'portcullis_proxy_active_connections',
+    help: 'Proxy connections open now, by listener',
+    labelNames: ['listener'] as const,
+    registers,
+    collect() {
+      const active = sources?.proxyActive();
+      for (const listener of PROXY_LISTENERS) this.set({ listener }, active?.[listener] ?? 0);
+    },
+  });
+
+  const upstreamErrors = new Counter({ name: 'portcullis_upstream_errors_total', help: 'Failed upstream DNS attempts, by upstream and kind', labelNames: ['upstream', 'kind'] as const, registers });
+  const upstreamDuration = new Histogram({ name: 'portcullis_upstream_request_duration_seconds', help: 'Round trip of answered upstream DNS attempts, by upstream', labelNames: ['upstream'] as const, buckets: UPSTREAM_DURATION_BUCKETS, registers });
+  const upstreamChildren = new Map(
+    upstreams.map((upstream) => [
+      upstream,
+      {
+        duration: upstreamDuration.labels({ upstream }),
+        errors: Object.fromEntries(UPSTREAM_ERROR_KINDS.map((kind) => [kind, upstreamErrors.labels({ upstream, kind })])) as Record<(typeof UPSTREAM_ERROR_KINDS)[number], Counter.Internal>,
+      },
+    ]),
+  );
+  new Gauge({
+    name: 'portcullis_upstream_up',
+    help: 'Whether the upstream DNS server is considered healthy (1) or down (0)',
+    labelNames: ['upstream'] as const,
+    registers,
+    collect() {
+      for (const u of sources?.upstreams() ?? upstreams.map((upstream) => ({ upstream, healthy: true }))) this.set({ upstream: u.upstream }, u.healthy ? 1 : 0);
+    },
+  });
+
+  const cacheGauge = (name: string, help: string, read: (c: ReturnType<MetricSources['cache']>) => number): Gauge =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(sources === null ? 0 : read(sources.cache()));
+      },
+    });
+  cacheGauge('portcullis_dns_cache_entries', 'Answers in the DNS cache', (c) => c.entries);
+  cacheGauge('portcullis_dns_cache_bytes', 'Bytes of answers in the DNS cache', (c) => c.bytes);
+  cacheGauge('portcullis_dns_cache_max_entries', 'DNS cache capacity in entries (dns.cache.maxEntries)', (c) => c.maxEntries);
+  cacheGauge('portcullis_dns_cache_max_bytes', 'DNS cache capacity in bytes (dns.cache.maxBytes)', (c) => c.maxBytes);
+
   new Gauge({
     name: 'portcullis_policy_version',
     help: 'Version of the policy snapshot in force',
-    registers: [registry],
+    registers,
     collect() {
-      this.set(engine.version);
+      this.set(sources?.engine.version ?? 0);
     },
   });
   new Gauge({
     name: 'portcullis_policy_rules',
     help: 'Rule entries in force, by app (custom: admin and list rules without an app)',
     labelNames: ['app'] as const,
-    registers: [registry],
+    registers,
     collect() {
-      const counts = engine.current.ruleCounts();
-      for (const app of [...APP_IDS, 'custom'] as const) {
+      if (sources === null) return;
+      const counts = sources.engine.current.ruleCounts();
+      for (const app of APPS_AND_CUSTOM) {
         const c = counts.get(app);
         this.set({ app }, c === undefined ? 0 : c.domains + c.cidrs + c.ports);
       }
     },
   });
+  new Gauge({
+    name: 'portcullis_app_enabled',
+    help: 'Whether the app is blocked (1) or switched off (0)',
+    labelNames: ['app'] as const,
+    registers,
+    collect() {
+      if (sources === null) return;
+      for (const app of APP_IDS) this.set({ app }, sources.engine.current.apps.enabled.has(app) ? 1 : 0);
+    },
+  });
+  const buildDuration = new Histogram({ name: 'portcullis_policy_build_duration_seconds', help: 'Time to build a new policy snapshot, by what changed', labelNames: ['reason'] as const, buckets: BUILD_DURATION_BUCKETS, registers });
+  const buildBy = { apps: buildDuration.labels({ reason: 'apps' }), rules: buildDuration.labels({ reason: 'rules' }), lists: buildDuration.labels({ reason: 'lists' }) };
+  const reloads = new Counter({ name: 'portcullis_reloads_total', help: 'Configuration reloads (SIGHUP) and list loads, by kind and result', labelNames: ['kind', 'result'] as const, registers });
+  for (const kind of ['config', 'list']) for (const result of ['success', 'failure']) reloads.labels({ kind, result });
+  new Gauge({
+    name: 'portcullis_store_up',
+    help: 'Whether the policy store (file or Redis) is reachable and writable (1) or not (0)',
+    registers,
+    collect() {
+      this.set(sources === null || sources.storeHealthy() ? 1 : 0);
+    },
+  });
+  const authFailures = new Counter({ name: 'portcullis_admin_auth_failures_total', help: 'Admin API requests refused for a missing or wrong token', registers });
+
   return {
     registry,
+    attach(attached) {
+      sources = attached;
+    },
+    dnsResult(result, protocol, startedNs) {
+      dnsByProtocol[protocol][result].inc();
+      if (result !== 'dropped') dnsDuration.observe(Number(process.hrtime.bigint() - startedNs) / 1e9);
+    },
     blocked(block) {
-      children.get(`${block.app ?? 'custom'}/${block.layer}`)?.inc();
+      blockedBy[block.app ?? 'custom'][block.layer].inc();
+    },
+    proxyResult(listener, result) {
+      proxyBy[listener][result].inc();
+    },
+    proxyClosed(listener, fromClient, toClient) {
+      proxyBytesBy[listener].fromClient.inc(fromClient);
+      proxyBytesBy[listener].toClient.inc(toClient);
+    },
+    upstreamResult(upstream, outcome, rttMs) {
+      const children = upstreamChildren.get(upstream);
+      if (children === undefined) return;
+      if (outcome === 'ok') {
+        if (rttMs !== null) children.duration.observe(rttMs / 1000);
+      } else children.errors[outcome].inc();
+    },
+    policySwap(event) {
+      buildBy[event.reason].observe(event.buildMs / 1000);
+    },
+    reload(kind, isSuccess) {
+      reloads.inc({ kind, result: isSuccess ? 'success' : 'failure' });
+    },
+    authFailure() {
+      authFailures.inc();
     },
   };
 }

@@ -32,6 +32,7 @@ export class ProxyServer {
   private readonly tls: Server;
   private readonly http: Server;
   private readonly open = new Set<Socket>();
+  private readonly openBy = { tls: 0, http: 0 };
   private readonly deps: ProxyServerDeps;
 
   constructor(deps: ProxyServerDeps) {
@@ -63,6 +64,7 @@ export class ProxyServer {
       // Tracked until the socket is closed, not until its handler is done: a refused HTTP client
       // may still be reading its 4xx page, and close() must end that connection too.
       this.open.add(socket);
+      this.openBy[listener]++;
       let isDone = false;
       const done = (): void => {
         if (isDone) return;
@@ -71,6 +73,8 @@ export class ProxyServer {
       };
       socket.once('close', () => {
         this.open.delete(socket);
+        this.openBy[listener]--;
+        deps.onClosed?.(listener, socket.bytesRead, socket.bytesWritten);
         done();
       });
       handle(socket, done).catch((e: unknown) => {
@@ -122,6 +126,11 @@ export class ProxyServer {
     );
     this.tls.maxConnections = config.maxConnections;
     this.http.maxConnections = config.maxConnections;
+  }
+
+  /** Client connections open now, by listener. */
+  get activeConnections(): { tls: number; http: number } {
+    return { ...this.openBy };
   }
 
   async listen(): Promise<ProxyAddresses> {

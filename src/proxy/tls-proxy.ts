@@ -13,6 +13,8 @@ export interface ProxyEvents {
   onResult?: (listener: 'tls' | 'http', result: ProxyResult, blockedBy: Decision | null) => void;
   /** Called for every block (the decisions log attaches here). */
   onBlocked?: (block: BlockEvent) => void;
+  /** Called when a client connection closes, with the bytes it sent and received. */
+  onClosed?: (listener: 'tls' | 'http', bytesFromClient: number, bytesToClient: number) => void;
 }
 
 /** A block on `listener`: logged, counted, and handed to onBlocked. */
