@@ -99,14 +99,24 @@ export async function startGateway(config: Config, logger: Logger, options: Star
   const store = openStore(config, logger, options);
   const audit = new AuditLog(config.store.path, logger, DEFAULTS.adminAuditKept);
   const control = new PolicyControl({ store, engine, audit, logger, extended: new Set(config.policy.extended) });
-  try {
-    await control.start(initialState(config.policy.apps));
-    await audit.open();
-  } catch (e: unknown) {
-    await store.close().catch(() => undefined);
-    throw e;
-  }
+  // What has started is closed again, in reverse, when a later step fails (a port in use, a
+  // corrupt store): a failed start must exit, not linger with half its listeners bound.
+  const started: (() => Promise<void>)[] = [() => store.close(), () => audit.close()];
+  const step = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (e: unknown) {
+      for (const close of started.reverse()) await close().catch(() => undefined);
+      throw e;
+    }
+  };
+  await step(() => control.start(initialState(config.policy.apps)));
+  await step(() => audit.open());
   policy.lists.start();
+  started.push(() => {
+    policy.lists.stop();
+    return Promise.resolve();
+  });
 
   const decisions = new DecisionLog(config.admin.decisions.kept, config.admin.decisions.clientAddresses);
   const onBlocked = (block: BlockEvent): void => {
@@ -114,15 +124,16 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     metrics.blocked(block);
   };
   let isListening = false;
-  const dns = await DnsServer.create({
+  const dns = await step(() => DnsServer.create({
     config: config.dns,
     policy: engine,
     logger,
     onBlocked,
     onResult: (result, transport, startedNs) => metrics.dnsResult(result, transport, startedNs),
     onUpstreamResult: (r) => metrics.upstreamResult(r.upstream, r.outcome, r.rttMs),
-  });
-  const dnsAddresses = await dns.listen();
+  }));
+  started.push(() => dns.close());
+  const dnsAddresses = await step(() => dns.listen());
   const proxy = new ProxyServer({
     config: config.proxy,
     policy: engine,
@@ -132,7 +143,8 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     onResult: (listener, result) => metrics.proxyResult(listener, result),
     onClosed: (listener, fromClient, toClient) => metrics.proxyClosed(listener, fromClient, toClient),
   });
-  const proxyAddresses = await proxy.listen();
+  started.push(() => proxy.close());
+  const proxyAddresses = await step(() => proxy.listen());
   metrics.attach({
     engine,
     cache: () => ({ entries: dns.cache.size, bytes: dns.cache.bytes, maxEntries: config.dns.cache.maxEntries, maxBytes: config.dns.cache.maxBytes }),
@@ -140,7 +152,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     proxyActive: () => proxy.activeConnections,
     storeHealthy: () => store.health().isHealthy,
   });
-  const admin = await buildAdmin({
+  const admin = await step(() => buildAdmin({
     catalog: policy.catalog,
     engine,
     control,
@@ -152,9 +164,10 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     storeHealth: () => store.health(),
     listenersReady: () => isListening,
     refreshLists: () => policy.lists.refresh(),
-  });
+  }));
+  started.push(() => admin.close());
   const adminListen = parseListenAddress(config.admin.listen, 'admin.listen');
-  await admin.listen({ host: adminListen.host, port: adminListen.port });
+  await step(() => admin.listen({ host: adminListen.host, port: adminListen.port }));
   admin.server.maxConnections = DEFAULTS.adminMaxConnections;
   const adminInfo = admin.server.address() as AddressInfo;
   isListening = true;
