@@ -1,6 +1,6 @@
 import type { AppId } from '../catalog/index.js';
-import { buildAnswer } from './message.js';
-import { CLASS_IN, RCODE, TYPE, encodeName, type Query } from './wire.js';
+import { buildAnswer, buildOpt } from './message.js';
+import { CLASS_IN, RCODE, TYPE, encodeName, type Edns, type Query } from './wire.js';
 
 export type BlockMode = 'nxdomain' | 'null' | 'refused';
 
@@ -20,7 +20,7 @@ export interface BlockOptions {
  * The SOA we put in the authority section of a blocked answer, owned by the question name, so
  * resolvers downstream cache the block for the negative TTL (RFC 2308) and no longer.
  */
-function soaRecord(negativeTtlSec: number, serial: number): Buffer {
+function buildSoaRecord(negativeTtlSec: number, serial: number): Buffer {
   const rdata = Buffer.concat([SOA_MNAME, SOA_RNAME, Buffer.alloc(20)]);
   const fixed = rdata.length - 20;
   rdata.writeUInt32BE(serial >>> 0, fixed);
@@ -42,6 +42,33 @@ function record(type: number, ttlSec: number, rdata: Buffer): Buffer {
   return out;
 }
 
+/**
+ * Blocked answers are built per query on the hot path; their fixed parts (the SOA for the
+ * current policy version, the OPT with EDE per app) are built once and copied, never patched.
+ */
+let lastSoa: { ttl: number; serial: number; authority: { count: number; bytes: Buffer } } | null = null;
+
+function soaAuthority(negativeTtlSec: number, serial: number): { count: number; bytes: Buffer } {
+  if (lastSoa?.ttl !== negativeTtlSec || lastSoa.serial !== serial) {
+    lastSoa = { ttl: negativeTtlSec, serial, authority: { count: 1, bytes: buildSoaRecord(negativeTtlSec, serial) } };
+  }
+  return lastSoa.authority;
+}
+
+/** OPT records with EDE 15 by app, DO bit and rcode: a few dozen at most. */
+const edeOpts = new Map<string, Buffer[]>();
+
+function blockedOpt(edns: Edns, app: AppId | null, rcode: number): Buffer {
+  const text = app ?? 'custom';
+  let byVariant = edeOpts.get(text);
+  if (byVariant === undefined) {
+    byVariant = [];
+    edeOpts.set(text, byVariant);
+  }
+  const variant = (edns.dnssecOk ? 16 : 0) | rcode;
+  return (byVariant[variant] ??= buildOpt(edns, { extendedRcode: rcode, ede: { code: EDE_BLOCKED, text } }));
+}
+
 const NULL_A = Buffer.alloc(4);
 const NULL_AAAA = Buffer.alloc(16);
 
@@ -53,17 +80,19 @@ const NULL_AAAA = Buffer.alloc(16);
  * With EDNS, an EDE 15 "Blocked" option names the app (RFC 8914).
  */
 export function blockedAnswer(queryBuf: Uint8Array, query: Query, app: AppId | null, options: BlockOptions, policyVersion: number): Buffer {
-  const ede = { code: EDE_BLOCKED, text: app ?? 'custom' };
-  const questionEnd = query.questionEnd;
-  if (options.mode === 'refused') return buildAnswer(queryBuf, query.id, query.flags, RCODE.REFUSED, questionEnd, query.edns, { ede });
-  const authority = { count: 1, bytes: soaRecord(options.negativeTtlSec, policyVersion) };
+  const { questionEnd, edns } = query;
+  if (options.mode === 'refused') return buildAnswer(queryBuf, query.id, query.flags, RCODE.REFUSED, questionEnd, edns, { opt: optFor(edns, app, RCODE.REFUSED) });
   if (options.mode === 'null' && query.qclass === CLASS_IN && (query.qtype === TYPE.A || query.qtype === TYPE.AAAA)) {
     const rdata = query.qtype === TYPE.A ? NULL_A : NULL_AAAA;
-    return buildAnswer(queryBuf, query.id, query.flags, RCODE.NOERROR, questionEnd, query.edns, {
+    return buildAnswer(queryBuf, query.id, query.flags, RCODE.NOERROR, questionEnd, edns, {
       answers: { count: 1, bytes: record(query.qtype, options.negativeTtlSec, rdata) },
-      ede,
+      opt: optFor(edns, app, RCODE.NOERROR),
     });
   }
   const rcode = options.mode === 'null' ? RCODE.NOERROR : RCODE.NXDOMAIN;
-  return buildAnswer(queryBuf, query.id, query.flags, rcode, questionEnd, query.edns, { authority, ede });
+  return buildAnswer(queryBuf, query.id, query.flags, rcode, questionEnd, edns, { authority: soaAuthority(options.negativeTtlSec, policyVersion), opt: optFor(edns, app, rcode) });
+}
+
+function optFor(edns: Edns | null, app: AppId | null, rcode: number): Buffer | undefined {
+  return edns === null ? undefined : blockedOpt(edns, app, rcode);
 }

@@ -97,10 +97,10 @@ export function buildAnswer(
   rcode: number,
   questionEnd: number | null,
   edns: Edns | null,
-  parts: { answers?: { count: number; bytes: Buffer }; authority?: { count: number; bytes: Buffer }; ede?: { code: number; text: string } } = {},
+  parts: { answers?: { count: number; bytes: Buffer }; authority?: { count: number; bytes: Buffer }; ede?: { code: number; text: string }; opt?: Buffer } = {},
 ): Buffer {
   const question = questionEnd === null ? null : queryBuf.subarray(HEADER_BYTES, questionEnd);
-  const opt = edns === null ? null : buildOpt(edns, { extendedRcode: rcode, ede: parts.ede });
+  const opt = edns === null ? null : (parts.opt ?? buildOpt(edns, { extendedRcode: rcode, ede: parts.ede }));
   const answers = parts.answers?.bytes;
   const authority = parts.authority?.bytes;
   const length = HEADER_BYTES + (question?.length ?? 0) + (answers?.length ?? 0) + (authority?.length ?? 0) + (opt?.length ?? 0);
@@ -112,12 +112,16 @@ export function buildAnswer(
   out.writeUInt16BE(parts.authority?.count ?? 0, 8);
   out.writeUInt16BE(opt === null ? 0 : 1, 10);
   let pos = HEADER_BYTES;
-  for (const part of [question, answers, authority, opt]) {
-    if (part === null || part === undefined) continue;
-    out.set(part, pos);
-    pos += part.length;
-  }
+  if (question !== null) pos += copyInto(out, question, pos);
+  if (answers !== undefined) pos += copyInto(out, answers, pos);
+  if (authority !== undefined) pos += copyInto(out, authority, pos);
+  if (opt !== null) copyInto(out, opt, pos);
   return out;
+}
+
+function copyInto(out: Buffer, part: Uint8Array, pos: number): number {
+  out.set(part, pos);
+  return part.length;
 }
 
 /**
