@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Decision } from '../policy/index.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { buildOpt, truncateForUdp, maxUdpResponse, walkResponse } from './message.js';
+import { plainOpt, truncateForUdp, maxUdpResponse, walkResponse } from './message.js';
 import { HEADER_BYTES, RCODE, TYPE, type Query } from './wire.js';
 
 /**
@@ -149,7 +149,7 @@ export function serveUncached(message: Buffer, questionEnd: number, query: Query
 /** Copy of `wire` with the client's ID, RD/CD, question bytes and our OPT. */
 function renderAnswer(wire: Buffer, questionEnd: number, query: Query, queryBuf: Uint8Array): Buffer | null {
   if (query.isQnameCompressed || query.questionEnd !== questionEnd) return null;
-  const opt = query.edns === null ? null : buildOpt(query.edns);
+  const opt = query.edns === null ? null : plainOpt(query.edns);
   const out = Buffer.allocUnsafe(wire.length + (opt?.length ?? 0));
   wire.copy(out);
   out.writeUInt16BE(query.id, 0);

@@ -81,6 +81,14 @@ export function buildOpt(edns: Edns, options: { extendedRcode?: number; ede?: { 
   return out;
 }
 
+/** Our OPT without options, one per DO bit: every EDNS answer carries one, so it is built once. */
+const PLAIN_OPTS = [false, true].map((dnssecOk) => buildOpt({ udpSize: OUR_UDP_SIZE, version: 0, dnssecOk }));
+
+/** The OPT record of an answer to `edns` with no extended rcode and no options. Copy it, never patch it. */
+export function plainOpt(edns: Edns): Buffer {
+  return PLAIN_OPTS[edns.dnssecOk ? 1 : 0]!;
+}
+
 function responseFlags(queryFlags: number, rcode: number): number {
   return FLAG_QR | (queryFlags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | FLAG_RA | (rcode & 0xf);
 }
