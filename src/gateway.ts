@@ -129,7 +129,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     policy: engine,
     logger,
     onBlocked,
-    onResult: (result, transport, startedNs) => metrics.dnsResult(result, transport, startedNs),
+    onResult: (result, transport, startedMs) => metrics.dnsResult(result, transport, startedMs),
     onUpstreamResult: (r) => metrics.upstreamResult(r.upstream, r.outcome, r.rttMs),
   }));
   started.push(() => dns.close());

@@ -123,10 +123,10 @@ function checkIfMatch(request: FastifyRequest, current: string): void {
  * inject(). Auth, validation and errors are handled once, here, for every route.
  */
 export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
-  const loggerInstance: FastifyBaseLogger = deps.logger.child({ component: 'admin' });
+  // Per-request lines (fastify logs them at info) would drown the gateway's own log: warn and up.
+  const loggerInstance: FastifyBaseLogger = deps.logger.child({ component: 'admin' }, { level: deps.logger.isLevelEnabled('warn') ? 'warn' : deps.logger.level });
   const app = fastify({
     loggerInstance,
-    disableRequestLogging: true,
     bodyLimit: DEFAULTS.adminBodyMaxBytes,
     requestTimeout: DEFAULTS.adminRequestTimeoutMs,
     connectionTimeout: DEFAULTS.adminRequestTimeoutMs,

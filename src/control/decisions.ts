@@ -1,5 +1,11 @@
 import type { BlockEvent } from '../policy/index.js';
 
+/** As kept in the ring: the time as a number, formatted only when read (blocks are a hot path). */
+interface StoredDecision {
+  atMs: number;
+  block: BlockEvent;
+}
+
 export interface DecisionRecord {
   time: string;
   layer: BlockEvent['layer'];
@@ -15,7 +21,7 @@ export interface DecisionRecord {
  * addresses are personal data: kept only when the operator turned them on.
  */
 export class DecisionLog {
-  private readonly ring: (DecisionRecord | undefined)[];
+  private readonly ring: (StoredDecision | undefined)[];
   private next = 0;
   private count = 0;
 
@@ -23,13 +29,11 @@ export class DecisionLog {
     capacity: number,
     private readonly keepClientAddresses: boolean,
   ) {
-    this.ring = new Array<DecisionRecord | undefined>(capacity);
+    this.ring = new Array<StoredDecision | undefined>(capacity);
   }
 
   record(block: BlockEvent): void {
-    const record: DecisionRecord = { time: new Date().toISOString(), layer: block.layer, app: block.app, rule: block.rule, name: block.name };
-    if (this.keepClientAddresses) record.client = block.client;
-    this.ring[this.next] = record;
+    this.ring[this.next] = { atMs: Date.now(), block };
     this.next = (this.next + 1) % this.ring.length;
     this.count = Math.min(this.count + 1, this.ring.length);
   }
@@ -37,7 +41,12 @@ export class DecisionLog {
   /** Newest first. */
   recent(limit: number): DecisionRecord[] {
     const out: DecisionRecord[] = [];
-    for (let i = 1; i <= Math.min(limit, this.count); i++) out.push(this.ring[(this.next - i + this.ring.length) % this.ring.length]!);
+    for (let i = 1; i <= Math.min(limit, this.count); i++) {
+      const { atMs, block } = this.ring[(this.next - i + this.ring.length) % this.ring.length]!;
+      const record: DecisionRecord = { time: new Date(atMs).toISOString(), layer: block.layer, app: block.app, rule: block.rule, name: block.name };
+      if (this.keepClientAddresses) record.client = block.client;
+      out.push(record);
+    }
     return out;
   }
 }

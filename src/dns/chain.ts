@@ -50,7 +50,7 @@ export interface DnsChainOptions {
   dohResolvers: NameSet | null;
   logger: Logger;
   /** Called once per query with its outcome (metrics attach here). */
-  onResult?: (result: DnsResult, transport: DnsTransport, startedNs: bigint, blockedBy: Decision | null) => void;
+  onResult?: (result: DnsResult, transport: DnsTransport, startedMs: number, blockedBy: Decision | null) => void;
   /** Called for every blocked query (the decisions log attaches here). */
   onBlocked?: (block: BlockEvent) => void;
 }
@@ -78,7 +78,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
   const { policy, cache, logger } = options;
   const onResult = options.onResult ?? NO_OP;
   const onBlocked = options.onBlocked ?? NO_OP;
-  const reportBlocked = (client: DnsClient, query: Query, started: bigint, decision: Decision | null, rule: string | null): void => {
+  const reportBlocked = (client: DnsClient, query: Query, started: number, decision: Decision | null, rule: string | null): void => {
     onResult('blocked', client.transport, started, decision);
     onBlocked({ layer: 'dns', app: decision?.app ?? null, rule: decision?.rule ?? rule, name: query.qname, client: client.address });
   };
@@ -111,7 +111,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     return entry.inspection.blockedBy;
   };
 
-  const answerFromCache = (entry: { entry: CacheEntry; isFresh: boolean }, query: Query, queryBuf: Buffer, client: DnsClient, reply: DnsReply, started: bigint): boolean => {
+  const answerFromCache = (entry: { entry: CacheEntry; isFresh: boolean }, query: Query, queryBuf: Buffer, client: DnsClient, reply: DnsReply, started: number): boolean => {
     const blockedBy = inspectEntry(entry.entry);
     if (blockedBy !== null) {
       send(reply, blockedAnswer(queryBuf, query, blockedBy.app, options.block, policy.version), client, query, queryBuf);
@@ -125,7 +125,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     return true;
   };
 
-  const resolveUpstream = (query: Query, queryBuf: Buffer, client: DnsClient, reply: DnsReply, key: string, started: bigint): void => {
+  const resolveUpstream = (query: Query, queryBuf: Buffer, client: DnsClient, reply: DnsReply, key: string, started: number): void => {
     const dnssecOk = query.edns?.dnssecOk ?? false;
     options.upstream
       .query({ nameWire: encodeName(query.qname), name: query.qname, qtype: query.qtype, qclass: query.qclass, dnssecOk, checkingDisabled: (query.flags & 0x0010) !== 0 })
@@ -162,7 +162,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
   };
 
   return (queryBuf, client, reply) => {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     // 1. parse
     const parsed = parseQuery(queryBuf);
     if (parsed.kind === 'drop') {

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { HotCounter, HotHistogram } from './hot-metrics.js';
 import { APP_IDS } from '../catalog/index.js';
 import type { BlockEvent, PolicyEngine, SwapEvent } from '../policy/index.js';
 
@@ -15,6 +16,27 @@ export const PROXY_LISTENERS = ['tls', 'http'] as const;
 export const PROXY_RESULTS = ['forwarded', 'blocked', 'invalid', 'no-sni', 'timeout', 'too-large', 'forbidden', 'unresolved', 'dial-failed', 'limited'] as const;
 export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
 const APPS_AND_CUSTOM = [...APP_IDS, 'custom'] as const;
+
+/** A counter child that exists from the start at 0, so queries over it are never empty. */
+function declared<L extends string>(counter: Counter<L>, labels: Record<L, string>): Counter.Internal {
+  counter.inc(labels, 0);
+  return counter.labels(labels);
+}
+
+function declaredHistogram<L extends string>(histogram: Histogram<L>, labels: Record<L, string>): Histogram.Internal<L> {
+  histogram.zero(labels);
+  return histogram.labels(labels);
+}
+
+function indexOf<K extends string>(values: readonly K[]): Record<K, number> {
+  return Object.fromEntries(values.map((v, i) => [v, i])) as Record<K, number>;
+}
+const DNS_PROTOCOL_INDEX = indexOf(DNS_PROTOCOLS);
+const DNS_RESULT_INDEX = indexOf(DNS_RESULTS);
+const APP_INDEX = indexOf(APPS_AND_CUSTOM);
+const LAYER_INDEX = indexOf(LAYERS);
+const PROXY_LISTENER_INDEX = indexOf(PROXY_LISTENERS);
+const PROXY_RESULT_INDEX = indexOf(PROXY_RESULTS);
 
 type DnsProtocol = (typeof DNS_PROTOCOLS)[number];
 type DnsResultLabel = (typeof DNS_RESULTS)[number];
@@ -38,7 +60,8 @@ export interface MetricSources {
 export interface Metrics {
   readonly registry: Registry;
   attach(sources: MetricSources): void;
-  dnsResult(result: DnsResultLabel, protocol: DnsProtocol, startedNs: bigint): void;
+  /** `startedMs` is performance.now() when the query was read. */
+  dnsResult(result: DnsResultLabel, protocol: DnsProtocol, startedMs: number): void;
   blocked(block: BlockEvent): void;
   proxyResult(listener: ProxyListener, result: ProxyResultLabel): void;
   proxyClosed(listener: ProxyListener, bytesFromClient: number, bytesToClient: number): void;
@@ -56,24 +79,33 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
   const registers = [registry];
   let sources: MetricSources | null = null;
 
-  const dnsQueries = new Counter({ name: 'portcullis_dns_queries_total', help: 'DNS queries answered (or dropped), by protocol and result', labelNames: ['protocol', 'result'] as const, registers });
-  const dnsByProtocol = Object.fromEntries(
-    DNS_PROTOCOLS.map((protocol) => [protocol, Object.fromEntries(DNS_RESULTS.map((result) => [result, dnsQueries.labels({ protocol, result })]))]),
-  ) as Record<DnsProtocol, Record<DnsResultLabel, Counter.Internal>>;
-  const dnsDuration = new Histogram({ name: 'portcullis_dns_request_duration_seconds', help: 'Time from a DNS query read to its answer sent', buckets: DNS_DURATION_BUCKETS, registers });
+  const dnsQueries = new HotCounter({
+    name: 'portcullis_dns_queries_total',
+    help: 'DNS queries answered (or dropped), by protocol and result',
+    labelNames: ['protocol', 'result'] as const,
+    series: DNS_PROTOCOLS.flatMap((protocol) => DNS_RESULTS.map((result) => ({ protocol, result }))),
+    registry,
+  });
+  const dnsDuration = new HotHistogram({ name: 'portcullis_dns_request_duration_seconds', help: 'Time from a DNS query read to its answer sent', buckets: DNS_DURATION_BUCKETS, registry });
 
-  const blockedTotal = new Counter({ name: 'portcullis_blocked_total', help: 'Queries and connections blocked, by app and layer (custom: rules without an app)', labelNames: ['app', 'layer'] as const, registers });
-  const blockedBy = Object.fromEntries(
-    APPS_AND_CUSTOM.map((app) => [app, Object.fromEntries(LAYERS.map((layer) => [layer, blockedTotal.labels({ app, layer })]))]),
-  ) as Record<(typeof APPS_AND_CUSTOM)[number], Record<(typeof LAYERS)[number], Counter.Internal>>;
+  const blockedTotal = new HotCounter({
+    name: 'portcullis_blocked_total',
+    help: 'Queries and connections blocked, by app and layer (custom: rules without an app)',
+    labelNames: ['app', 'layer'] as const,
+    series: APPS_AND_CUSTOM.flatMap((app) => LAYERS.map((layer) => ({ app, layer }))),
+    registry,
+  });
 
-  const proxyConnections = new Counter({ name: 'portcullis_proxy_connections_total', help: 'Proxy connections (HTTP: requests), by listener and result', labelNames: ['listener', 'result'] as const, registers });
-  const proxyBy = Object.fromEntries(
-    PROXY_LISTENERS.map((listener) => [listener, Object.fromEntries(PROXY_RESULTS.map((result) => [result, proxyConnections.labels({ listener, result })]))]),
-  ) as Record<ProxyListener, Record<ProxyResultLabel, Counter.Internal>>;
+  const proxyConnections = new HotCounter({
+    name: 'portcullis_proxy_connections_total',
+    help: 'Proxy connections (HTTP: requests), by listener and result',
+    labelNames: ['listener', 'result'] as const,
+    series: PROXY_LISTENERS.flatMap((listener) => PROXY_RESULTS.map((result) => ({ listener, result }))),
+    registry,
+  });
   const proxyBytes = new Counter({ name: 'portcullis_proxy_bytes_total', help: 'Bytes relayed by the proxy, by listener and direction (counted when a connection closes)', labelNames: ['listener', 'direction'] as const, registers });
   const proxyBytesBy = Object.fromEntries(
-    PROXY_LISTENERS.map((listener) => [listener, { fromClient: proxyBytes.labels({ listener, direction: 'from_client' }), toClient: proxyBytes.labels({ listener, direction: 'to_client' }) }]),
+    PROXY_LISTENERS.map((listener) => [listener, { fromClient: declared(proxyBytes, { listener, direction: 'from_client' }), toClient: declared(proxyBytes, { listener, direction: 'to_client' }) }]),
   ) as Record<ProxyListener, { fromClient: Counter.Internal; toClient: Counter.Internal }>;
   new Gauge({
     name: 'portcullis_proxy_active_connections',
@@ -92,8 +124,8 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
     upstreams.map((upstream) => [
       upstream,
       {
-        duration: upstreamDuration.labels({ upstream }),
-        errors: Object.fromEntries(UPSTREAM_ERROR_KINDS.map((kind) => [kind, upstreamErrors.labels({ upstream, kind })])) as Record<(typeof UPSTREAM_ERROR_KINDS)[number], Counter.Internal>,
+        duration: declaredHistogram(upstreamDuration, { upstream }),
+        errors: Object.fromEntries(UPSTREAM_ERROR_KINDS.map((kind) => [kind, declared(upstreamErrors, { upstream, kind })])) as Record<(typeof UPSTREAM_ERROR_KINDS)[number], Counter.Internal>,
       },
     ]),
   );
@@ -154,9 +186,9 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
     },
   });
   const buildDuration = new Histogram({ name: 'portcullis_policy_build_duration_seconds', help: 'Time to build a new policy snapshot, by what changed', labelNames: ['reason'] as const, buckets: BUILD_DURATION_BUCKETS, registers });
-  const buildBy = { apps: buildDuration.labels({ reason: 'apps' }), rules: buildDuration.labels({ reason: 'rules' }), lists: buildDuration.labels({ reason: 'lists' }) };
+  const buildBy = { apps: declaredHistogram(buildDuration, { reason: 'apps' }), rules: declaredHistogram(buildDuration, { reason: 'rules' }), lists: declaredHistogram(buildDuration, { reason: 'lists' }) };
   const reloads = new Counter({ name: 'portcullis_reloads_total', help: 'Configuration reloads (SIGHUP) and list loads, by kind and result', labelNames: ['kind', 'result'] as const, registers });
-  for (const kind of ['config', 'list']) for (const result of ['success', 'failure']) reloads.labels({ kind, result });
+  for (const kind of ['config', 'list']) for (const result of ['success', 'failure']) declared(reloads, { kind, result });
   new Gauge({
     name: 'portcullis_store_up',
     help: 'Whether the policy store (file or Redis) is reachable and writable (1) or not (0)',
@@ -172,15 +204,15 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
     attach(attached) {
       sources = attached;
     },
-    dnsResult(result, protocol, startedNs) {
-      dnsByProtocol[protocol][result].inc();
-      if (result !== 'dropped') dnsDuration.observe(Number(process.hrtime.bigint() - startedNs) / 1e9);
+    dnsResult(result, protocol, startedMs) {
+      dnsQueries.inc(DNS_PROTOCOL_INDEX[protocol] * DNS_RESULTS.length + DNS_RESULT_INDEX[result]);
+      if (result !== 'dropped') dnsDuration.observe((performance.now() - startedMs) / 1000);
     },
     blocked(block) {
-      blockedBy[block.app ?? 'custom'][block.layer].inc();
+      blockedTotal.inc(APP_INDEX[block.app ?? 'custom'] * LAYERS.length + LAYER_INDEX[block.layer]);
     },
     proxyResult(listener, result) {
-      proxyBy[listener][result].inc();
+      proxyConnections.inc(PROXY_LISTENER_INDEX[listener] * PROXY_RESULTS.length + PROXY_RESULT_INDEX[result]);
     },
     proxyClosed(listener, fromClient, toClient) {
       proxyBytesBy[listener].fromClient.inc(fromClient);
