@@ -170,6 +170,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
   await step(() => admin.listen({ host: adminListen.host, port: adminListen.port }));
   admin.server.maxConnections = DEFAULTS.adminMaxConnections;
   const adminInfo = admin.server.address() as AddressInfo;
+  logger.info({ component: 'admin', address: adminInfo.address, port: adminInfo.port, tokens: config.admin.tokens.length }, 'admin API listening');
   isListening = true;
 
   return {

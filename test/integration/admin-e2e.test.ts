@@ -1,0 +1,197 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { READ_TOKEN, WRITE_TOKEN, api, resolveA, runCli, startGateway, waitFor, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+
+const NXDOMAIN = 3;
+const LINE_NAME = 'legy-jp.line-apps.com';
+const ALLOWED_ANSWER = '192.0.2.10';
+
+let dir = '';
+let upstream: FakeUpstream;
+const running = new Set<GatewayProcess>();
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-admin-e2e-'));
+  upstream = await startFakeUpstream({
+    [LINE_NAME]: [{ type: 'A', value: ALLOWED_ANSWER }],
+    'www.example-blocked.test': [{ type: 'A', value: ALLOWED_ANSWER }],
+  });
+});
+
+afterAll(async () => {
+  await Promise.all([...running].map((g) => g.stop('SIGKILL')));
+  await upstream.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function gatewayIn(name: string, args: string[] = []): Promise<{ gateway: GatewayProcess; config: string; home: string }> {
+  const home = join(dir, name);
+  await rm(home, { recursive: true, force: true });
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(home, { recursive: true });
+  const config = await writeGatewayConfig(home, { upstream: upstream.target });
+  const gateway = await startGateway(config, args);
+  running.add(gateway);
+  return { gateway, config, home };
+}
+
+async function restart(config: string, args: string[] = []): Promise<GatewayProcess> {
+  const gateway = await startGateway(config, args);
+  running.add(gateway);
+  return gateway;
+}
+
+describe('a change acknowledged by the API is enforced by DNS at once', () => {
+  it('PATCH /v1/apps/line: LINE resolves within 100 ms of the 200, and is blocked again within 100 ms of re-enabling', async () => {
+    const { gateway } = await gatewayIn('switch');
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
+
+    const off = await api(gateway.adminUrl, 'PATCH', '/v1/apps/line', { enabled: false });
+    expect(off.status).toBe(200);
+    const resolvedMs = await waitFor(async () => (await resolveA(gateway.dnsPort, LINE_NAME))?.addresses[0] === ALLOWED_ANSWER, 1_000, 'LINE to resolve');
+    expect(resolvedMs).toBeLessThan(100);
+
+    const on = await api(gateway.adminUrl, 'PATCH', '/v1/apps/line', { enabled: true });
+    expect(on.status).toBe(200);
+    // The answer is cached by now: the block must still win over the cache.
+    const blockedMs = await waitFor(async () => (await resolveA(gateway.dnsPort, LINE_NAME))?.rcode === NXDOMAIN, 1_000, 'LINE to be blocked');
+    expect(blockedMs).toBeLessThan(100);
+    console.log(`propagation, one gateway: app off -> resolves ${resolvedMs.toFixed(1)} ms, app on -> blocked ${blockedMs.toFixed(1)} ms (after the API's 200)`);
+    await gateway.stop();
+  });
+
+  it('POST /v1/rules: a name answered (and cached) a moment ago is blocked right after the 201', async () => {
+    const { gateway } = await gatewayIn('rule');
+    expect((await resolveA(gateway.dnsPort, 'www.example-blocked.test'))?.addresses).toEqual([ALLOWED_ANSWER]);
+    const added = await api(gateway.adminUrl, 'POST', '/v1/rules', { type: 'domain', value: 'example-blocked.test', action: 'block' });
+    expect(added.status).toBe(201);
+    const ms = await waitFor(async () => (await resolveA(gateway.dnsPort, 'www.example-blocked.test'))?.rcode === NXDOMAIN, 1_000, 'the rule to block');
+    expect(ms).toBeLessThan(100);
+    console.log(`propagation, one gateway: rule added -> blocked ${ms.toFixed(1)} ms`);
+    await gateway.stop();
+  });
+});
+
+describe('durability', () => {
+  it('kill -9 in the middle of 1,000 rule writes: every acknowledged write is there after a restart', async () => {
+    const { gateway, config, home } = await gatewayIn('kill');
+    const acknowledged = new Map<string, string>();
+    let next = 0;
+    const kill: { isDone: boolean } = { isDone: false };
+    const isKillDue = (): boolean => acknowledged.size >= 400 && !kill.isDone;
+    const worker = async (): Promise<void> => {
+      while (next < 1_000 && !kill.isDone) {
+        const value = `d${String(next++).padStart(4, '0')}.example`;
+        try {
+          const res = await api(gateway.adminUrl, 'POST', '/v1/rules', { type: 'domain', value, action: 'block' });
+          if (res.status === 201) acknowledged.set(value, (res.body as { id: string }).id);
+        } catch {
+          // The process died under this request: not acknowledged.
+        }
+        if (isKillDue()) {
+          kill.isDone = true;
+          gateway.child.kill('SIGKILL');
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 20 }, () => worker()));
+    await gateway.exited;
+    expect(acknowledged.size).toBeGreaterThanOrEqual(400);
+    expect(acknowledged.size).toBeLessThan(1_000);
+
+    const again = await restart(config);
+    const rules = (await api(again.adminUrl, 'GET', '/v1/rules')).body as { id: string; value: string }[];
+    const stored = new Map(rules.map((r) => [r.value, r.id]));
+    for (const [value, id] of acknowledged) expect(stored.get(value), value).toBe(id);
+    expect(new Set(rules.map((r) => r.id)).size).toBe(rules.length);
+    // The audit log has a line for every acknowledged write (a line cut by the kill is skipped).
+    const audit = (await readFile(join(home, 'data', 'audit.jsonl'), 'utf8')).split('\n').filter((l) => l.startsWith('{') && l.endsWith('}'));
+    const audited = new Set(audit.map((l) => (JSON.parse(l) as { after: { value?: string } | null }).after?.value));
+    for (const value of acknowledged.keys()) expect(audited.has(value), value).toBe(true);
+    await again.stop();
+  });
+
+  it('a corrupt store refuses to start, naming the file; --recover starts from the previous copy', async () => {
+    const { gateway, config, home } = await gatewayIn('corrupt');
+    await api(gateway.adminUrl, 'POST', '/v1/rules', { type: 'domain', value: 'kept-one.example', action: 'block' });
+    await api(gateway.adminUrl, 'POST', '/v1/rules', { type: 'domain', value: 'kept-two.example', action: 'block' });
+    await gateway.stop();
+    const policyFile = join(home, 'data', 'policy.json');
+    await writeFile(policyFile, '{"version": 3, "apps": {');
+
+    const refused = runCli(['start', '--config', config]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('PCL_ERR_STORE_CORRUPT');
+    expect(refused.stderr).toContain(policyFile);
+    expect(refused.stderr).toContain('--recover');
+
+    const recovered = await restart(config, ['--recover']);
+    const rules = (await api(recovered.adminUrl, 'GET', '/v1/rules')).body as { value: string }[];
+    // The previous copy is the state before the last write: the first rule is there.
+    expect(rules.map((r) => r.value)).toContain('kept-one.example');
+    expect((await readdir(join(home, 'data'))).some((f) => f.startsWith('policy.json.corrupt-'))).toBe(true);
+    await recovered.stop();
+  });
+});
+
+describe('CLI parity: apps and rules through the API', () => {
+  let gateway: GatewayProcess;
+  let config = '';
+
+  beforeAll(async () => {
+    ({ gateway, config } = await gatewayIn('cli'));
+  });
+
+  it('apps disable / enable with --url and --token, and with PORTCULLIS_URL / PORTCULLIS_TOKEN', async () => {
+    const off = runCli(['apps', 'disable', 'line', '--url', gateway.adminUrl, '--token', WRITE_TOKEN]);
+    expect(off.code, off.stderr).toBe(0);
+    expect(off.stdout).toMatch(/line: disabled/);
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.addresses).toEqual([ALLOWED_ANSWER]);
+    // The offline check reads the stored state too.
+    expect(runCli(['check', LINE_NAME, '--config', config]).code).toBe(0);
+
+    const on = runCli(['apps', 'enable', 'line'], { PORTCULLIS_URL: gateway.adminUrl, PORTCULLIS_TOKEN: WRITE_TOKEN });
+    expect(on.code, on.stderr).toBe(0);
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
+    expect(runCli(['check', LINE_NAME, '--config', config]).code).toBe(3);
+  });
+
+  it('rules add, ls, ls --json, rm', () => {
+    const env = { PORTCULLIS_URL: gateway.adminUrl, PORTCULLIS_TOKEN: WRITE_TOKEN };
+    const added = runCli(['rules', 'add', 'domain', 'cli-rule.test', '--comment', 'from the cli'], env);
+    expect(added.code, added.stderr).toBe(0);
+    const id = /added (r[0-9]+): block domain cli-rule\.test/.exec(added.stdout)?.[1];
+    expect(id).toBeDefined();
+    expect(runCli(['check', 'www.cli-rule.test', '--config', config]).code).toBe(3);
+    expect(runCli(['rules', 'ls'], env).stdout).toContain(`${id!}\tblock\tdomain\tcli-rule.test\t-\tfrom the cli`);
+    const listed = JSON.parse(runCli(['rules', 'ls', '--json'], env).stdout) as { id: string; comment: string }[];
+    expect(listed).toContainEqual(expect.objectContaining({ id, comment: 'from the cli' }));
+    const removed = runCli(['rules', 'rm', id!], env);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect((JSON.parse(runCli(['rules', 'ls', '--json'], env).stdout) as { id: string }[]).map((r) => r.id)).not.toContain(id);
+  });
+
+  it('errors: a read token cannot write (exit 1, PCL_ERR_FORBIDDEN); an unreachable API exits 1 with PCL_ERR_API', () => {
+    const forbidden = runCli(['rules', 'add', 'domain', 'nope.test', '--url', gateway.adminUrl, '--token', READ_TOKEN]);
+    expect(forbidden.code).toBe(1);
+    expect(forbidden.stderr).toContain('PCL_ERR_FORBIDDEN');
+    const unreachable = runCli(['apps', 'disable', 'line', '--url', 'http://127.0.0.1:1', '--token', WRITE_TOKEN]);
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toContain('PCL_ERR_API');
+    const invalid = runCli(['rules', 'add', 'cidr', '10.0.0.1/8', '--url', gateway.adminUrl, '--token', WRITE_TOKEN]);
+    expect(invalid.code).toBe(1);
+    expect(invalid.stderr).toContain('PCL_ERR_INVALID_CIDR');
+  });
+
+  it('SIGHUP keeps serving; SIGTERM exits 0', async () => {
+    gateway.child.kill('SIGHUP');
+    await waitFor(() => Promise.resolve(gateway.logs.some((l) => l.msg === 'reloaded')), 5_000, 'the reload');
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
+    expect(await gateway.stop('SIGTERM')).toBe(0);
+    expect(existsSync(join(dir, 'cli', 'data', 'policy.json'))).toBe(true);
+  });
+});
