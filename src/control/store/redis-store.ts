@@ -107,7 +107,12 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
         const current = await this.read().catch((e: unknown) => {
           throw this.unavailable(e);
         });
-        if (current === null) throw this.unavailable(new Error('the policy state is missing from Redis'));
+        if (current === null) {
+          await this.reseed().catch((e: unknown) => {
+            throw this.unavailable(e);
+          });
+          continue;
+        }
         const next = change(current);
         const isSet = await this.compareAndSet(current.version, next.state).catch((e: unknown) => {
           throw this.unavailable(e);
@@ -168,12 +173,23 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
     this.queue = this.queue
       .then(async () => {
         const state = await this.read();
-        if (state !== null && (this.current === null || state.version !== this.current.version)) this.adopt(state);
+        if (state === null) await this.reseed();
+        else if (this.current === null || state.version !== this.current.version) this.adopt(state);
       })
       .catch((e: unknown) => {
         if (isPortcullisError(e)) this.log.error({ err: e.message }, 'the policy state in Redis is unusable; keeping the current policy');
         else this.markDown(e instanceof Error ? e.message : String(e));
       });
+  }
+
+  /**
+   * Redis answers but holds no policy (wiped, or a new instance without persistence): the
+   * fleet's policy must not vanish with it, so this gateway writes back the state it enforces.
+   * Only when the key is still missing (compare-and-set from version 0): one gateway wins.
+   */
+  private async reseed(): Promise<void> {
+    if (this.current === null) throw new Error('the policy state is missing from Redis');
+    if (await this.compareAndSet(0, this.current)) this.log.warn({ version: this.current.version }, 'redis held no policy: wrote back the policy this gateway enforces');
   }
 
   private markDown(reason: string): void {
