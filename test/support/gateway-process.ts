@@ -15,6 +15,8 @@ export const READ_TOKEN = 'read-token-0123456789abcdef';
 export interface GatewayProcess {
   child: ChildProcess;
   dnsPort: number;
+  tlsPort: number;
+  httpPort: number;
   adminUrl: string;
   logs: Record<string, unknown>[];
   stderr: string;
@@ -58,6 +60,8 @@ export function startGateway(config: string, args: string[] = [], timeoutMs = 15
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     let dnsPort = 0;
+    let tlsPort = 0;
+    let httpPort = 0;
     let adminUrl = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -76,12 +80,18 @@ export function startGateway(config: string, args: string[] = [], timeoutMs = 15
       }
       logs.push(entry);
       if (entry.msg === 'dns listening') dnsPort = (entry.udp as { port: number }).port;
+      if (entry.msg === 'proxy listening') {
+        tlsPort = (entry.tls as { port: number }).port;
+        httpPort = (entry.http as { port: number }).port;
+      }
       if (entry.msg === 'admin API listening') adminUrl = `http://127.0.0.1:${String(entry.port)}`;
       if (dnsPort !== 0 && adminUrl !== '' && entry.msg === 'portcullis started') {
         clearTimeout(timer);
         resolve({
           child,
           dnsPort,
+          tlsPort,
+          httpPort,
           adminUrl,
           logs,
           get stderr() {
