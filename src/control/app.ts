@@ -135,6 +135,14 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true } },
   });
   app.decorateRequest('principal', null);
+  // `curl -d '{"enabled":false}'` sends form-encoded by default: bodies are JSON whatever curl says.
+  app.addContentTypeParser(['application/x-www-form-urlencoded', 'text/plain'], { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, body === '' ? undefined : JSON.parse(body as string));
+    } catch {
+      done(new PortcullisError('PCL_ERR_BAD_REQUEST', 'the body is not JSON'), undefined);
+    }
+  });
   const limiter = new AuthFailureLimiter(DEFAULTS.adminAuthFailuresPerMinute, DEFAULTS.adminAuthFailureMaxClients);
 
   await app.register(swagger, {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -61,6 +62,21 @@ describe('a change acknowledged by the API is enforced by DNS at once', () => {
     const blockedMs = await waitFor(async () => (await resolveA(gateway.dnsPort, LINE_NAME))?.rcode === NXDOMAIN, 1_000, 'LINE to be blocked');
     expect(blockedMs).toBeLessThan(100);
     console.log(`propagation, one gateway: app off -> resolves ${resolvedMs.toFixed(1)} ms, app on -> blocked ${blockedMs.toFixed(1)} ms (after the API's 200)`);
+    await gateway.stop();
+  });
+
+  it('the README one-liner: curl -X PATCH -d (form-encoded by default) switches LINE off and on', async () => {
+    const { gateway } = await gatewayIn('curl');
+    const curl = (enabled: boolean): { code: number | null; out: string } => {
+      const result = spawnSync('curl', ['-sS', '-X', 'PATCH', '-H', `Authorization: Bearer ${WRITE_TOKEN}`, `${gateway.adminUrl}/v1/apps/line`, '-d', JSON.stringify({ enabled })], { encoding: 'utf8', timeout: 10_000 });
+      return { code: result.status, out: result.stdout };
+    };
+    const off = curl(false);
+    expect(off.code).toBe(0);
+    expect(JSON.parse(off.out)).toMatchObject({ id: 'line', enabled: false });
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.addresses).toEqual([ALLOWED_ANSWER]);
+    expect(JSON.parse(curl(true).out)).toMatchObject({ enabled: true });
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
     await gateway.stop();
   });
 
