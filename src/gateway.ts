@@ -14,6 +14,7 @@ import {
   openStore,
   readStoredState,
   type PolicyStore,
+  type TokenVerifier,
 } from './control/index.js';
 import { DnsServer, createAddressResolver, type DnsAddresses } from './dns/index.js';
 import { ProxyServer, type ProxyAddresses } from './proxy/index.js';
@@ -72,7 +73,7 @@ export interface Gateway extends Policy {
   control: PolicyControl;
   store: PolicyStore;
   metrics: Metrics;
-  /** Re-reads what SIGHUP reloads: `policy.extended`, and every list. */
+  /** Re-reads what SIGHUP reloads: admin tokens, `policy.extended`, and every list. */
   reload(config: Config): Promise<void>;
   close(): Promise<void>;
 }
@@ -87,7 +88,14 @@ export interface StartOptions {
  * admin API changes), DNS and proxy listeners, and the admin API with /metrics.
  */
 export async function startGateway(config: Config, logger: Logger, options: StartOptions = {}): Promise<Gateway> {
-  const tokens = await loadTokens(config.admin.tokens);
+  let tokens = await loadTokens(config.admin.tokens);
+  // SIGHUP swaps the token set (rotation) under the running API.
+  const currentTokens: TokenVerifier = {
+    get isConfigured() {
+      return tokens.isConfigured;
+    },
+    verify: (authorization) => tokens.verify(authorization),
+  };
   const metrics = createMetrics(config.dns.upstreams);
   const onListLoad = (isSuccess: boolean): void => metrics.reload('list', isSuccess);
   let policy = await loadPolicy(config, logger, { onListLoad });
@@ -156,7 +164,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     catalog: policy.catalog,
     engine,
     control,
-    tokens,
+    tokens: currentTokens,
     audit,
     decisions,
     metrics,
@@ -193,6 +201,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
       return policy.lists;
     },
     async reload(next: Config) {
+      tokens = await loadTokens(next.admin.tokens);
       control.setExtended(new Set(next.policy.extended));
       policy.lists.stop();
       const lists = await loadLists(next, engine, logger, false, onListLoad);

@@ -87,7 +87,7 @@ function isLoopbackAddress(address: string | undefined): boolean {
   return address !== undefined && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
 }
 
-/** Apps and rules as the API shows them; rules get an ETag each. */
+/** The rule with this id in `state`; PCL_ERR_NOT_FOUND when there is none. */
 function ruleView(state: PolicyState, id: string): PolicyState['rules'][number] {
   const rule = state.rules.find((r) => r.id === id);
   if (rule === undefined) throw notFound(`no rule with id "${id}"`);

@@ -118,7 +118,8 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
           throw this.unavailable(e);
         });
         if (isSet) {
-          this.adopt(next.state);
+          // Our own change: the caller enforces it; announcing it would report it as another gateway's.
+          this.adopt(next.state, false);
           return next;
         }
       }
@@ -158,8 +159,8 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
   }
 
   /** Takes a state read from Redis as this gateway's own, announces it when it is news. */
-  private adopt(state: PolicyState): void {
-    const isNews = this.current === null || this.current.version !== state.version;
+  private adopt(state: PolicyState, isAnnounced = true): void {
+    const isNews = isAnnounced && (this.current === null || this.current.version !== state.version);
     this.current = state;
     this.cacheWrite = this.cacheWrite
       .then(() => writeFileAtomic(this.cachePath, `${JSON.stringify(state)}\n`))
