@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { loadCatalog, type Catalog } from './catalog/index.js';
 import { DEFAULTS, parseListenAddress, type Config } from './config/index.js';
 import {
+  ActivitySampler,
   AuditLog,
   DecisionLog,
   PolicyControl,
@@ -160,6 +161,12 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     proxyActive: () => proxy.activeConnections,
     storeHealthy: () => store.health().isHealthy,
   });
+  const activity = new ActivitySampler(() => metrics.totals(), DEFAULTS.activitySampleMs);
+  activity.start();
+  started.push(() => {
+    activity.stop();
+    return Promise.resolve();
+  });
   const admin = await step(() => buildAdmin({
     catalog: policy.catalog,
     engine,
@@ -172,6 +179,8 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     storeHealth: () => store.health(),
     listenersReady: () => isListening,
     refreshLists: () => policy.lists.refresh(),
+    activity,
+    storeKind: store.kind,
   }));
   started.push(() => admin.close());
   const adminListen = parseListenAddress(config.admin.listen, 'admin.listen');
@@ -210,6 +219,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     },
     async close() {
       isListening = false;
+      activity.stop();
       policy.lists.stop();
       await admin.close();
       await proxy.close();

@@ -23,6 +23,8 @@ export const DEFAULTS = Object.freeze({
   /** Recent block decisions kept for GET /v1/decisions, and audit entries kept in memory. */
   adminDecisionsKept: 1_000,
   adminAuditKept: 1_000,
+  /** How often the console's activity view samples the running totals (kept for an hour). */
+  activitySampleMs: 10_000,
   policyApps: APP_IDS,
 
   /** Extra lists: how much one download or file may hold, how long a fetch may take. */

@@ -1,3 +1,7 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
 import { fastify, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { APP_IDS, isAppId, type AppId, type Catalog } from '../catalog/index.js';
@@ -7,6 +11,7 @@ import type { ListStatus } from '../lists/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { PolicyEngine } from '../policy/index.js';
+import type { ActivitySampler } from './activity.js';
 import { appViews } from './app-view.js';
 import type { AuditLog } from './audit.js';
 import { AuthFailureLimiter, type Principal, type Scope, type TokenVerifier } from './auth.js';
@@ -30,6 +35,8 @@ export interface AdminDeps {
   /** Null until every listener is up. */
   listenersReady(): boolean;
   refreshLists(): Promise<ListStatus[]>;
+  activity: ActivitySampler;
+  storeKind: 'file' | 'redis';
 }
 
 declare module 'fastify' {
@@ -69,6 +76,20 @@ const TITLES: Record<number, string> = {
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
+};
+
+/** The web console, built by `npm run build` (ui/ -> dist/ui/); from src/control and dist/control alike. */
+const UI_DIR = fileURLToPath(new URL('../../dist/ui/', import.meta.url));
+
+/**
+ * Every answer, API and console alike: no framing, no sniffing, no referrer, and a policy that
+ * allows scripts, styles and calls from this origin only (the console has no inline script).
+ */
+const SECURITY_HEADERS: Record<string, string> = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
 };
 
 interface FieldProblem {
@@ -205,6 +226,18 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     return sendProblem(reply, 500, 'PCL_ERR_BAD_REQUEST', 'internal error');
   });
 
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    void reply.headers(SECURITY_HEADERS);
+    done(null, payload);
+  });
+
+  // ---- web console (static; every data call it makes carries the token) -------------------
+  if (existsSync(join(UI_DIR, 'index.html'))) {
+    await app.register(fastifyStatic, { root: UI_DIR, prefix: '/ui/', index: 'index.html', decorateReply: false, schemaHide: true, cacheControl: true, maxAge: 0 });
+    app.get('/', { schema: { hide: true } }, (_request, reply) => reply.redirect('/ui/'));
+    app.get('/ui', { schema: { hide: true } }, (_request, reply) => reply.redirect('/ui/'));
+  }
+
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 404, 'PCL_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0] ?? ''}`));
 
   // ---- unauthenticated -------------------------------------------------------------------
@@ -227,16 +260,33 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
 
   // ---- /v1 -----------------------------------------------------------------------------
 
-  const appView = (id: AppId): ReturnType<typeof appViews>[number] => appViews([deps.catalog.get(id)!], deps.engine.current)[0]!;
+  const withBlocks = (views: ReturnType<typeof appViews>): (ReturnType<typeof appViews>[number] & { blocksLastHour: number })[] => {
+    const blocks = deps.activity.blocksLastHour();
+    return views.map((view) => ({ ...view, blocksLastHour: blocks[view.id as AppId] }));
+  };
+  const appView = (id: AppId): ReturnType<typeof withBlocks>[number] => withBlocks(appViews([deps.catalog.get(id)!], deps.engine.current))[0]!;
   const appEtag = (state: PolicyState, id: AppId): string => etagOf({ id, enabled: state.apps[id] });
   const errors = { 400: S.Problem, 401: S.Problem, 403: S.Problem, 404: S.Problem, 412: S.Problem, 429: S.Problem, 503: S.Problem };
 
   app.get('/v1/apps', { config: { scope: 'read' }, schema: { response: { 200: { type: 'array', items: S.AppBody } } } }, () =>
-    appViews(
-      APP_IDS.map((id) => deps.catalog.get(id)!),
-      deps.engine.current,
+    withBlocks(
+      appViews(
+        APP_IDS.map((id) => deps.catalog.get(id)!),
+        deps.engine.current,
+      ),
     ),
   );
+
+  app.get('/v1/whoami', { config: { scope: 'read' }, schema: { response: { 200: S.WhoAmI } } }, (request) => ({
+    name: request.principal!.name,
+    scopes: [...request.principal!.scopes].sort(),
+  }));
+
+  app.get<{ Querystring: S.MinutesQuery }>('/v1/activity', { config: { scope: 'read' }, schema: { querystring: S.MinutesQuery } }, (request) => {
+    const minutes = request.query.minutes === undefined ? 15 : Number(request.query.minutes);
+    if (minutes < 1 || minutes > 60) throw new PortcullisError('PCL_ERR_BAD_REQUEST', 'querystring.minutes: must be 1-60');
+    return { points: deps.activity.series(minutes) };
+  });
 
   app.get<{ Params: { id: string } }>('/v1/apps/:id', { config: { scope: 'read' }, schema: { params: S.AppIdParam, response: { 200: S.AppBody, ...errors } } }, (request, reply) => {
     const id = requireApp(request.params.id);
@@ -292,7 +342,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
       apps: state.apps,
       adminRules: state.rules.length,
       rulesInForce: counts,
-      store: deps.storeHealth(),
+      store: { kind: deps.storeKind, ...deps.storeHealth() },
     });
   });
 

@@ -1,3 +1,4 @@
+export { ActivitySampler, type ActivityPoint } from './activity.js';
 export { buildAdmin, type AdminDeps } from './app.js';
 export { appViews, type AppView } from './app-view.js';
 export { AuditLog, type AuditEntry } from './audit.js';

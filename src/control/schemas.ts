@@ -19,7 +19,13 @@ export const AppBody = Type.Object({
   coverageNote: Type.Union([Type.String(), Type.Null()]),
   rules: Counts,
   catalog: Counts,
+  blocksLastHour: Type.Optional(Type.Integer({ description: 'blocks attributed to the app over the last hour' })),
 });
+
+export const WhoAmI = Type.Object({ name: Type.String(), scopes: Type.Array(Type.String()) });
+
+export const MinutesQuery = Type.Object({ minutes: Type.Optional(Type.String({ pattern: '^[0-9]{1,2}$', description: '1-60, default 15' })) }, { additionalProperties: false });
+export type MinutesQuery = Static<typeof MinutesQuery>;
 
 export const RuleInput = Type.Object(
   {

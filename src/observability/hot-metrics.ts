@@ -39,6 +39,13 @@ export class HotCounter<L extends string> {
     this.values[series]! += by;
   }
 
+  /** The sum of the series whose index passes `select` (all by default). */
+  total(select?: (series: number) => boolean): number {
+    let sum = 0;
+    for (let i = 0; i < this.values.length; i++) if (select === undefined || select(i)) sum += this.values[i]!;
+    return sum;
+  }
+
   private sync(): void {
     for (let i = 0; i < this.values.length; i++) {
       const delta = this.values[i]! - this.synced[i]!;

@@ -69,6 +69,14 @@ export interface Metrics {
   policySwap(event: SwapEvent): void;
   reload(kind: 'config' | 'list', isSuccess: boolean): void;
   authFailure(): void;
+  /** Running totals since start, for the console's activity view. */
+  totals(): ActivityTotals;
+}
+
+export interface ActivityTotals {
+  queries: number;
+  blocks: number;
+  blocksByApp: Record<(typeof APPS_AND_CUSTOM)[number], number>;
 }
 
 export function createMetrics(upstreams: readonly string[]): Metrics {
@@ -233,6 +241,12 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
     },
     authFailure() {
       authFailures.inc();
+    },
+    totals() {
+      const blocksByApp = Object.fromEntries(
+        APPS_AND_CUSTOM.map((app, a) => [app, blockedTotal.total((series) => Math.floor(series / LAYERS.length) === a)]),
+      ) as ActivityTotals['blocksByApp'];
+      return { queries: dnsQueries.total(), blocks: blockedTotal.total(), blocksByApp };
     },
   };
 }

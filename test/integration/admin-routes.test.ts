@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_IDS, loadCatalog } from '../../src/catalog/index.js';
-import { AuditLog, DecisionLog, PolicyControl, buildAdmin, initialState, loadTokens, type PolicyState } from '../../src/control/index.js';
+import { ActivitySampler, AuditLog, DecisionLog, PolicyControl, buildAdmin, initialState, loadTokens, type PolicyState } from '../../src/control/index.js';
 import { FileStore } from '../../src/control/store/index.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
@@ -54,6 +54,8 @@ async function buildGateway(tokens: { name: string; token: string; scopes: ('rea
     storeHealth: () => fileStore.health(),
     listenersReady: () => true,
     refreshLists: () => Promise.resolve([]),
+    activity: new ActivitySampler(() => metrics.totals(), 10_000),
+    storeKind: 'file',
   });
   return { app: built, engine: gatewayEngine, store: fileStore, decisions: log };
 }

@@ -1,0 +1,175 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { READ_TOKEN, WRITE_TOKEN, resolveA, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+
+const CHROMIUM = process.env.PORTCULLIS_CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
+const NXDOMAIN = 3;
+const LINE_NAME = 'legy-jp.line-apps.com';
+const ANSWER = '192.0.2.40';
+
+let dir = '';
+let upstream: FakeUpstream;
+let gateway: GatewayProcess;
+let browser: Browser;
+/** Console messages at error level and CSP violations, from every page: any is a defect. */
+const pageErrors: string[] = [];
+
+async function signedIn(token: string): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  page.on('console', (message) => {
+    if (message.type() === 'error') pageErrors.push(message.text());
+  });
+  page.on('pageerror', (error) => pageErrors.push(error.message));
+  await page.goto(`${gateway.adminUrl}/ui/`);
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('article.card').first().waitFor();
+  return page;
+}
+
+async function screenshot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: join(ARTIFACTS, `console-${name}.png`), fullPage: true });
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (or set PORTCULLIS_CHROMIUM)`);
+  await mkdir(ARTIFACTS, { recursive: true });
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-console-'));
+  upstream = await startFakeUpstream({ [LINE_NAME]: [{ type: 'A', value: ANSWER }], 'www.console-rule.test': [{ type: 'A', value: ANSWER }] });
+  const home = join(dir, 'gateway');
+  await mkdir(home, { recursive: true });
+  gateway = await startGateway(await writeGatewayConfig(home, { upstream: upstream.target }));
+  // Some blocks for the activity view and the app cards.
+  await resolveA(gateway.dnsPort, 'talk-pilsner.kakao.com');
+  await resolveA(gateway.dnsPort, LINE_NAME);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+}, 60_000);
+
+afterAll(async () => {
+  await browser.close();
+  await gateway.stop('SIGKILL');
+  await upstream.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('web console in a real browser', () => {
+  it('is served without a token under a strict CSP; every data call needs one', async () => {
+    const page = await fetch(`${gateway.adminUrl}/ui/`);
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(page.headers.get('content-security-policy')).toMatch(/script-src 'self';/);
+    expect(page.headers.get('content-security-policy')).not.toMatch(/unsafe-inline|unsafe-eval/);
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
+    // No inline script anywhere: every <script> has a src.
+    expect([...html.matchAll(/<script\b[^>]*>/g)].every((m) => /\ssrc=/.test(m[0]))).toBe(true);
+    expect(html).not.toMatch(/https?:\/\//);
+    expect((await fetch(`${gateway.adminUrl}/ui/main.js`)).status).toBe(200);
+    expect((await fetch(`${gateway.adminUrl}/v1/apps`)).status).toBe(401);
+  });
+
+  it('sign in, switch LINE off and see a real DNS query resolve, switch it on and see it blocked', async () => {
+    const page = await signedIn(WRITE_TOKEN);
+    await expect.poll(() => page.locator('article.card').count()).toBe(5);
+    for (const name of ['KakaoTalk', 'LINE']) await page.getByRole('heading', { name, exact: true }).waitFor();
+    await screenshot(page, 'apps');
+
+    const lineSwitch = page.locator('#switch-line');
+    expect(await lineSwitch.isChecked()).toBe(true);
+    await lineSwitch.click();
+    await page.locator('#state-line', { hasText: 'Not blocked' }).waitFor();
+    expect(await lineSwitch.isChecked()).toBe(false);
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.addresses).toEqual([ANSWER]);
+
+    // Keyboard: the switch is reachable and toggles with Space.
+    await lineSwitch.focus();
+    await page.keyboard.press('Space');
+    await page.locator('#state-line', { hasText: /^Blocked$/ }).waitFor();
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
+    await page.close();
+  });
+
+  it('add a rule (enforced by DNS), see it listed and filtered, delete it after confirming', async () => {
+    const page = await signedIn(WRITE_TOKEN);
+    await page.getByRole('link', { name: 'Rules' }).click();
+    await page.getByLabel('Value').waitFor();
+    await page.getByLabel('Value').fill('bad..name');
+    await page.getByRole('button', { name: 'Add rule' }).click();
+    await page.locator('#status.error', { hasText: 'host name' }).waitFor();
+
+    expect((await resolveA(gateway.dnsPort, 'www.console-rule.test'))?.rcode).toBe(0);
+    await page.getByLabel('Value').fill('console-rule.test');
+    await page.getByLabel('Comment').fill('added in the browser');
+    await page.getByRole('button', { name: 'Add rule' }).click();
+    const row = page.locator('tr', { hasText: 'console-rule.test' });
+    await row.waitFor();
+    expect((await resolveA(gateway.dnsPort, 'www.console-rule.test'))?.rcode).toBe(NXDOMAIN);
+    await page.getByLabel('Filter').fill('nothing-like-this');
+    await page.getByText('No rule matches the filter.').waitFor();
+    await page.getByLabel('Filter').fill('browser');
+    await row.waitFor();
+    await screenshot(page, 'rules');
+
+    await row.getByRole('button', { name: /^Delete rule/ }).click();
+    await row.getByRole('button', { name: /^Confirm deleting/ }).click();
+    await page.locator('#status', { hasText: /deleted/ }).waitFor();
+    expect(await page.locator('tr', { hasText: 'console-rule.test' }).count()).toBe(0);
+    expect((await resolveA(gateway.dnsPort, 'www.console-rule.test'))?.rcode).toBe(0);
+    await page.close();
+  });
+
+  it('the check box gives the verdict, app and rule', async () => {
+    const page = await signedIn(READ_TOKEN);
+    await page.getByRole('link', { name: 'Check' }).click();
+    await page.getByLabel('Name or IP[:port]').fill('talk-pilsner.kakao.com');
+    await page.getByRole('button', { name: 'Check' }).click();
+    await page.locator('#check-result', { hasText: 'Blocked' }).waitFor();
+    expect(await page.locator('#check-result').textContent()).toContain('kakaotalk, domain:kakao.com (dns layer)');
+    await screenshot(page, 'check');
+    await page.close();
+  });
+
+  it('activity: recent blocks, the rate chart, policy version and store state', async () => {
+    const page = await signedIn(READ_TOKEN);
+    await page.getByRole('link', { name: 'Activity' }).click();
+    await page.getByRole('table', { name: 'Recent blocks' }).waitFor();
+    expect(await page.locator('table[aria-label="Recent blocks"] tbody tr', { hasText: 'talk-pilsner.kakao.com' }).count()).toBeGreaterThan(0);
+    expect(await page.locator('svg.chart polyline').count()).toBe(2);
+    expect(await page.locator('#policy-state').textContent()).toMatch(/Policy version \d+.*store: file, healthy/);
+    await screenshot(page, 'activity');
+    await page.close();
+  });
+
+  it('a read-only token sees everything but cannot edit', async () => {
+    const page = await signedIn(READ_TOKEN);
+    await expect.poll(() => page.locator('input[role="switch"]:disabled').count()).toBe(5);
+    expect(await page.locator('#who').textContent()).toContain('read only');
+    await page.getByRole('link', { name: 'Rules' }).click();
+    await page.getByRole('table', { name: 'Rules' }).waitFor();
+    expect(await page.getByRole('form', { name: 'Add a rule' }).count()).toBe(0);
+    expect(await page.getByRole('button', { name: /^Delete/ }).count()).toBe(0);
+    await page.close();
+  });
+
+  it('a wrong token is refused with words; signing out forgets the token', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${gateway.adminUrl}/ui/`);
+    await page.getByLabel('API token').fill('not-a-valid-token-at-all');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#status.error', { hasText: 'not accepted' }).waitFor();
+    await page.getByLabel('API token').fill(WRITE_TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('article.card').first().waitFor();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('API token').waitFor();
+    expect(await page.evaluate<number>('sessionStorage.length')).toBe(0);
+    await page.close();
+    expect(pageErrors.filter((e) => !/401|Unauthorized/.test(e))).toEqual([]);
+  });
+});

@@ -1,0 +1,285 @@
+import { ApiError, call, explain, storeToken, storedToken, type AppInfo, type Rule, type Who } from './api.js';
+import { lineChart } from './chart.js';
+
+/** The web console: sign-in, then Apps, Rules, Check and Activity views (hash routes). */
+
+let who: Who | null = null;
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<Record<string, string>> = {}, ...children: (Node | string)[]): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) if (value !== undefined) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
+function byId(id: string): HTMLElement {
+  const node = document.getElementById(id);
+  if (node === null) throw new Error(`#${id} missing from index.html`);
+  return node;
+}
+
+function status(text: string, isError = false): void {
+  const node = byId('status');
+  node.textContent = text;
+  node.className = isError ? 'error' : '';
+}
+
+function canWrite(): boolean {
+  return who?.scopes.includes('write') === true;
+}
+
+function show(...children: Node[]): void {
+  byId('view').replaceChildren(...children);
+}
+
+// ---- sign-in --------------------------------------------------------------------------------
+
+function signInView(message = ''): void {
+  byId('nav').hidden = true;
+  const input = el('input', { id: 'token', type: 'password', autocomplete: 'off', required: '' });
+  const form = el('form', { 'aria-label': 'Sign in' }, el('label', { for: 'token' }, 'API token', input), el('button', { type: 'submit' }, 'Sign in'));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    storeToken(input.value.trim());
+    void start();
+  });
+  status(message, message !== '');
+  show(el('h2', {}, 'Sign in'), el('p', {}, 'Use a token from admin.tokens. It is kept for this browser tab only.'), form);
+  input.focus();
+}
+
+// ---- apps -----------------------------------------------------------------------------------
+
+function appCard(app: AppInfo): HTMLElement {
+  const toggle = el('input', { type: 'checkbox', role: 'switch', id: `switch-${app.id}` });
+  toggle.checked = app.enabled;
+  toggle.disabled = !canWrite();
+  const stateText = el('span', { id: `state-${app.id}` }, app.enabled ? 'Blocked' : 'Not blocked');
+  toggle.addEventListener('change', () => {
+    const wanted = toggle.checked;
+    // The card shows the new state only once the API confirmed it.
+    toggle.checked = !wanted;
+    toggle.disabled = true;
+    status(`${wanted ? 'Blocking' : 'Unblocking'} ${app.name}…`);
+    call<AppInfo>('PATCH', `/v1/apps/${app.id}`, { enabled: wanted })
+      .then(({ body }) => {
+        toggle.checked = body.enabled;
+        stateText.textContent = body.enabled ? 'Blocked' : 'Not blocked';
+        status(`${app.name} is ${body.enabled ? 'blocked' : 'no longer blocked'}.`);
+      })
+      .catch((e: unknown) => status(explain(e), true))
+      .finally(() => (toggle.disabled = !canWrite()));
+  });
+  return el(
+    'article',
+    { class: 'card', 'data-app': app.id },
+    el('h2', {}, app.name),
+    el('div', { class: 'id' }, app.id),
+    el('label', { class: 'switch', for: `switch-${app.id}` }, toggle, stateText),
+    el(
+      'dl',
+      {},
+      el('dt', {}, 'Domains'),
+      el('dd', {}, String(app.rules.domains)),
+      el('dt', {}, 'Networks'),
+      el('dd', {}, String(app.rules.cidrs)),
+      el('dt', {}, 'Ports'),
+      el('dd', {}, String(app.rules.ports)),
+      el('dt', {}, 'Blocks, last hour'),
+      el('dd', {}, String(app.blocksLastHour ?? 0)),
+    ),
+    ...(app.coverageNote === null ? [] : [el('p', { class: 'id' }, app.coverageNote)]),
+  );
+}
+
+async function appsView(): Promise<void> {
+  const { body: apps } = await call<AppInfo[]>('GET', '/v1/apps');
+  show(el('h2', {}, 'Apps'), el('div', { class: 'cards' }, ...apps.map(appCard)));
+}
+
+// ---- rules ----------------------------------------------------------------------------------
+
+const VALUE_CHECKS: Record<Rule['type'], { pattern: RegExp; hint: string }> = {
+  domain: { pattern: /^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?$/i, hint: 'a host name such as example.com (subdomains included)' },
+  cidr: { pattern: /^([0-9.]+|[0-9a-f:]+)(\/[0-9]{1,3})?$/i, hint: 'an address or network such as 147.92.128.0/17' },
+  port: { pattern: /^(tcp|udp)\/[0-9]{1,5}(-[0-9]{1,5})?$/i, hint: 'tcp/N, udp/N or tcp/N-M' },
+};
+
+async function rulesView(): Promise<void> {
+  const { body: rules, etag } = await call<Rule[]>('GET', '/v1/rules');
+  const filter = el('input', { id: 'rule-filter', type: 'search' });
+  const rows = el('tbody');
+  const render = (): void => {
+    const needle = filter.value.trim().toLowerCase();
+    const shown = rules.filter((r) => needle === '' || [r.id, r.value, r.app ?? '', r.comment ?? '', r.type, r.action].some((f) => f.toLowerCase().includes(needle)));
+    rows.replaceChildren(...shown.map(ruleRow));
+    if (shown.length === 0) rows.append(el('tr', {}, el('td', { colspan: '7' }, rules.length === 0 ? 'No rules yet.' : 'No rule matches the filter.')));
+  };
+  filter.addEventListener('input', render);
+  render();
+  const table = el(
+    'table',
+    { 'aria-label': 'Rules' },
+    el('thead', {}, el('tr', {}, ...['Id', 'Action', 'Type', 'Value', 'App', 'Comment', ''].map((h) => el('th', { scope: 'col' }, h)))),
+    rows,
+  );
+  show(el('h2', {}, 'Rules'), ...(canWrite() ? [addRuleForm(etag)] : []), el('label', { for: 'rule-filter' }, 'Filter', filter), table);
+}
+
+function ruleRow(rule: Rule): HTMLTableRowElement {
+  const cells = [rule.id, rule.action, rule.type, rule.value, rule.app ?? '—', rule.comment ?? ''].map((text) => el('td', {}, text));
+  const actions = el('td');
+  if (canWrite()) {
+    const remove = el('button', { type: 'button', class: 'danger', 'aria-label': `Delete rule ${rule.id}` }, 'Delete');
+    remove.addEventListener('click', () => {
+      // A second, explicit click confirms: no modal dialog to get lost behind.
+      const confirm = el('button', { type: 'button', class: 'danger', 'aria-label': `Confirm deleting rule ${rule.id}` }, `Delete ${rule.value}?`);
+      const cancel = el('button', { type: 'button' }, 'Keep');
+      cancel.addEventListener('click', () => actions.replaceChildren(remove));
+      confirm.addEventListener('click', () => {
+        call('DELETE', `/v1/rules/${rule.id}`)
+          .then(() => {
+            status(`Rule ${rule.id} deleted.`);
+            return rulesView();
+          })
+          .catch((e: unknown) => status(e instanceof ApiError && e.status === 404 ? 'That rule was already removed elsewhere. Reload the page.' : explain(e), true));
+      });
+      actions.replaceChildren(confirm, cancel);
+      confirm.focus();
+    });
+    actions.append(remove);
+  }
+  return el('tr', { 'data-rule': rule.id }, ...cells, actions);
+}
+
+function addRuleForm(rulesEtag: string | null): HTMLFormElement {
+  const type = el('select', { id: 'rule-type' }, ...(['domain', 'cidr', 'port'] as const).map((t) => el('option', { value: t }, t)));
+  const value = el('input', { id: 'rule-value', required: '', maxlength: '300' });
+  const action = el('select', { id: 'rule-action' }, el('option', { value: 'block' }, 'block'), el('option', { value: 'allow' }, 'allow'));
+  const comment = el('input', { id: 'rule-comment', maxlength: '500' });
+  const form = el(
+    'form',
+    { 'aria-label': 'Add a rule' },
+    el('label', { for: 'rule-type' }, 'Type', type),
+    el('label', { for: 'rule-value' }, 'Value', value),
+    el('label', { for: 'rule-action' }, 'Action', action),
+    el('label', { for: 'rule-comment' }, 'Comment', comment),
+    el('button', { type: 'submit' }, 'Add rule'),
+  );
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const kind = type.value as Rule['type'];
+    const check = VALUE_CHECKS[kind];
+    if (!check.pattern.test(value.value.trim())) {
+      status(`The value must be ${check.hint}.`, true);
+      value.focus();
+      return;
+    }
+    const body = { type: kind, value: value.value.trim(), action: action.value, ...(comment.value.trim() === '' ? {} : { comment: comment.value.trim() }) };
+    call<Rule>('POST', '/v1/rules', body, rulesEtag === null ? {} : { 'if-match': rulesEtag })
+      .then(({ body: rule }) => {
+        status(`Rule ${rule.id} added: ${rule.action} ${rule.value}.`);
+        return rulesView();
+      })
+      .catch((e: unknown) => status(explain(e), true));
+  });
+  return form;
+}
+
+// ---- check ----------------------------------------------------------------------------------
+
+function checkView(): void {
+  const input = el('input', { id: 'check-target', required: '', placeholder: 'talk.kakao.com or 147.92.150.1:443' });
+  const result = el('div', { id: 'check-result', 'aria-live': 'polite' });
+  const form = el('form', { 'aria-label': 'Check a name or address' }, el('label', { for: 'check-target' }, 'Name or IP[:port]', input), el('button', { type: 'submit' }, 'Check'));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    call<{ verdict: string; app: string | null; rule: string | null; layer: string }>('GET', `/v1/check?target=${encodeURIComponent(input.value.trim())}`)
+      .then(({ body }) => {
+        result.replaceChildren(
+          el('p', {}, el('span', { class: `verdict-${body.verdict}` }, body.verdict === 'block' ? 'Blocked' : 'Allowed'), ` — ${body.rule === null ? 'no rule matches' : `${body.app ?? 'custom rule'}, ${body.rule} (${body.layer} layer)`}`),
+        );
+        status('');
+      })
+      .catch((e: unknown) => status(explain(e), true));
+  });
+  show(el('h2', {}, 'Check'), form, result);
+}
+
+// ---- activity -------------------------------------------------------------------------------
+
+async function activityView(): Promise<void> {
+  const [decisions, activity, policy] = await Promise.all([
+    call<{ time: string; layer: string; app: string | null; rule: string | null; name: string | null }[]>('GET', '/v1/decisions?limit=50'),
+    call<{ points: { time: string; queriesPerSecond: number; blocksPerSecond: number }[] }>('GET', '/v1/activity?minutes=15'),
+    call<{ version: number; snapshotVersion: number; store: { kind: string; isHealthy: boolean; reason: string | null } }>('GET', '/v1/policy'),
+  ]);
+  const points = activity.body.points;
+  const store = policy.body.store;
+  show(
+    el('h2', {}, 'Activity'),
+    el('p', { id: 'policy-state' }, `Policy version ${policy.body.version} (snapshot ${policy.body.snapshotVersion}); store: ${store.kind}, ${store.isHealthy ? 'healthy' : `unavailable — ${store.reason ?? ''}`}.`),
+    el('p', { class: 'legend' }, el('span', { class: 'q' }, '— queries/s'), el('span', { class: 'b' }, '— blocks/s'), `last 15 minutes, ${points.length} samples`),
+    lineChart({ queries: points.map((p) => p.queriesPerSecond), blocks: points.map((p) => p.blocksPerSecond) }, 'Queries and blocks per second over the last 15 minutes'),
+    el('h3', {}, 'Recent blocks'),
+    el(
+      'table',
+      { 'aria-label': 'Recent blocks' },
+      el('thead', {}, el('tr', {}, ...['Time', 'App', 'Layer', 'Name', 'Rule'].map((h) => el('th', { scope: 'col' }, h)))),
+      el('tbody', {}, ...decisions.body.map((d) => el('tr', {}, ...[new Date(d.time).toLocaleTimeString(), d.app ?? 'custom', d.layer, d.name ?? '', d.rule ?? ''].map((t) => el('td', {}, t))))),
+    ),
+  );
+}
+
+// ---- routing --------------------------------------------------------------------------------
+
+const ROUTES: Record<string, () => Promise<void> | void> = { '#/apps': appsView, '#/rules': rulesView, '#/check': checkView, '#/activity': activityView };
+
+async function route(): Promise<void> {
+  if (who === null) return;
+  const hash = location.hash in ROUTES ? location.hash : '#/apps';
+  for (const link of document.querySelectorAll('nav a')) {
+    if (link.getAttribute('href') === hash) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  try {
+    await ROUTES[hash]!();
+  } catch (e: unknown) {
+    if (e instanceof ApiError && e.status === 401) {
+      storeToken(null);
+      who = null;
+      signInView(explain(e));
+      return;
+    }
+    status(explain(e), true);
+  }
+}
+
+async function start(): Promise<void> {
+  if (storedToken() === null) {
+    signInView();
+    return;
+  }
+  try {
+    who = (await call<Who>('GET', '/v1/whoami')).body;
+  } catch (e: unknown) {
+    storeToken(null);
+    signInView(explain(e));
+    return;
+  }
+  byId('nav').hidden = false;
+  byId('who').textContent = `${who.name} (${canWrite() ? 'can edit' : 'read only'})`;
+  status('');
+  await route();
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  byId('sign-out').addEventListener('click', () => {
+    storeToken(null);
+    who = null;
+    location.hash = '';
+    signInView('Signed out.');
+  });
+  window.addEventListener('hashchange', () => void route());
+  void start();
+});
