@@ -18,7 +18,7 @@ let grownBufferBytes = 0;
  * The buffer starts small and doubles while reads fill it, up to MAX_READ_BYTES, within a
  * process-wide budget; it shrinks back once reads are small again. A read is handed to the
  * client's socket at once; when the kernel cannot take it all, the queued write still points
- * into the buffer, so reading stops (backpressure, as pipe() would) until the client drains.
+ * into the buffer, so reading stops (backpressure, as pipe() would) until that write is done.
  *
  * Pass `onread` to the upstream's connect options, then `bind()` the connected socket.
  */
@@ -39,12 +39,17 @@ export class DownstreamForwarder {
   private forward(bytes: number): boolean {
     const { target } = this;
     if (target.destroyed) return false;
-    target.write(this.buffer.subarray(0, bytes));
+    // Resume from the write's own callback, not 'drain': Node emits 'drain' only after a write
+    // that crossed the socket's highWaterMark, so a small queued write would never resume.
+    let isPaused = false;
+    target.write(this.buffer.subarray(0, bytes), () => {
+      if (isPaused) this.source?.resume();
+    });
     // A queued write keeps referencing the old buffer; resizing allocates a new one.
     if (bytes === this.buffer.length) this.resize(Math.min(this.buffer.length * 2, MAX_READ_BYTES));
     else if (bytes < this.buffer.length / 8) this.resize(MIN_READ_BYTES);
     if (target.writableLength === 0) return true;
-    target.once('drain', () => this.source?.resume());
+    isPaused = true;
     return false;
   }
 

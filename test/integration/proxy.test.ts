@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createCipheriv, createHash } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -703,6 +703,50 @@ describe('TLS proxy: server-to-client bytes', () => {
       await download.close();
     }
     expect(errorsIn(proxy)).toEqual([]);
+  });
+});
+
+describe('TLS proxy: a slow client and a server that trickles', () => {
+  it('small writes queued behind a full socket buffer still reach the client: no stall at the end of a download', async () => {
+    const bulk = 16 * 1024 * 1024;
+    const trickles = 300;
+    const size = bulk + trickles * 1000;
+    const body = randomBytes(size);
+    const server = createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => {
+        socket.write(body.subarray(0, bulk));
+        // Then small pieces, each its own read on the proxy side (the read buffer shrinks to
+        // its minimum), while the client's socket buffers are still full.
+        let i = 0;
+        const tick = (): void => {
+          if (i === trickles) return void socket.end();
+          socket.write(body.subarray(bulk + i * 1000, bulk + (i + 1) * 1000));
+          i++;
+          setTimeout(tick, 1);
+        };
+        tick();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const proxy = await startProxy({ 'proxy.tls.upstreamPort': String((server.address() as AddressInfo).port) });
+    try {
+      const got = await new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        const socket = connect({ host: '127.0.0.1', port: proxy.tls }, () => socket.write(simpleHello(ALLOWED)));
+        socket.pause();
+        setTimeout(() => socket.resume(), 800);
+        socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        socket.on('end', () => resolve(Buffer.concat(chunks)));
+        socket.on('error', reject);
+        setTimeout(() => reject(new Error(`stalled at ${chunks.reduce((n, c) => n + c.length, 0)} of ${size} bytes`)), 15_000).unref();
+      });
+      expect(got.length).toBe(size);
+      expect(got.equals(body)).toBe(true);
+    } finally {
+      await proxy.server.close(100);
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 
