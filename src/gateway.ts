@@ -127,7 +127,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     return Promise.resolve();
   });
 
-  const decisions = new DecisionLog(config.admin.decisions.kept, config.admin.decisions.clientAddresses);
+  const decisions = new DecisionLog(config.admin.decisions.kept, config.admin.decisions.clientAddresses, config.admin.decisions.names);
   const onBlocked = (block: BlockEvent): void => {
     decisions.record(block);
     metrics.blocked(block);

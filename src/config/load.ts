@@ -347,7 +347,11 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
         tokenFile: t.tokenFile === undefined ? null : resolve(baseDir, t.tokenFile),
         scopes: t.scopes,
       })),
-      decisions: { kept: merged.admin.decisions?.kept ?? DEFAULTS.adminDecisionsKept, clientAddresses: merged.admin.decisions?.clientAddresses ?? false },
+      decisions: {
+        kept: merged.admin.decisions?.kept ?? DEFAULTS.adminDecisionsKept,
+        clientAddresses: merged.admin.decisions?.clientAddresses ?? false,
+        names: merged.admin.decisions?.names ?? true,
+      },
     },
     store: { path: isAbsolute(storePath) ? storePath : resolve(baseDir, storePath), redis: merged.store.redis ?? null },
     policy: { apps: merged.policy.apps ?? [...DEFAULTS.policyApps], extended: merged.policy.extended ?? [], lists: semantic.lists },

@@ -118,7 +118,8 @@ export const ConfigSchema = Type.Object(
             Type.Object(
               {
                 kept: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
-                clientAddresses: Type.Optional(Type.Boolean({ description: 'keep client addresses in GET /v1/decisions' })),
+                clientAddresses: Type.Optional(Type.Boolean({ description: 'show client addresses in GET /v1/decisions' })),
+                names: Type.Optional(Type.Boolean({ description: 'show the blocked names in GET /v1/decisions' })),
               },
               { additionalProperties: false },
             ),
@@ -207,7 +208,7 @@ export interface Config {
   source: string;
   dns: DnsConfig;
   proxy: ProxyConfig;
-  admin: { listen: string; tokens: TokenConfig[]; decisions: { kept: number; clientAddresses: boolean } };
+  admin: { listen: string; tokens: TokenConfig[]; decisions: { kept: number; clientAddresses: boolean; names: boolean } };
   store: { path: string; redis: string | null };
   policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[] };
   log: { level: string };

@@ -18,7 +18,8 @@ export interface DecisionRecord {
 
 /**
  * The most recent block decisions, in a fixed ring (no allocation beyond the records). Client
- * addresses are personal data: kept only when the operator turned them on.
+ * addresses are personal data: shown only when the operator turned them on; names (what was
+ * looked up) can be turned off.
  */
 export class DecisionLog {
   private readonly ring: (StoredDecision | undefined)[];
@@ -28,6 +29,7 @@ export class DecisionLog {
   constructor(
     capacity: number,
     private readonly keepClientAddresses: boolean,
+    private readonly keepNames = true,
   ) {
     this.ring = new Array<StoredDecision | undefined>(capacity);
   }
@@ -43,7 +45,7 @@ export class DecisionLog {
     const out: DecisionRecord[] = [];
     for (let i = 1; i <= Math.min(limit, this.count); i++) {
       const { atMs, block } = this.ring[(this.next - i + this.ring.length) % this.ring.length]!;
-      const record: DecisionRecord = { time: new Date(atMs).toISOString(), layer: block.layer, app: block.app, rule: block.rule, name: block.name };
+      const record: DecisionRecord = { time: new Date(atMs).toISOString(), layer: block.layer, app: block.app, rule: block.rule, name: this.keepNames ? block.name : null };
       if (this.keepClientAddresses) record.client = block.client;
       out.push(record);
     }

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { APP_IDS } from '../../../src/catalog/index.js';
-import { applyChange, etagOf, initialState, parseState, type PolicyState } from '../../../src/control/index.js';
+import { DecisionLog, applyChange, etagOf, initialState, parseState, type PolicyState } from '../../../src/control/index.js';
+import type { BlockEvent } from '../../../src/policy/index.js';
 import { FileStore } from '../../../src/control/store/index.js';
 import { PortcullisError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/observability/logger.js';
@@ -94,5 +95,29 @@ describe('FileStore', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('DecisionLog', () => {
+  const block = (name: string): BlockEvent => ({ layer: 'dns', app: 'line', rule: 'domain:line-apps.com', name, client: '10.0.0.9' });
+
+  it('keeps the newest `capacity` blocks, newest first', () => {
+    const log = new DecisionLog(3, false);
+    for (const name of ['a', 'b', 'c', 'd']) log.record(block(name));
+    expect(log.recent(10).map((d) => d.name)).toEqual(['d', 'c', 'b']);
+    expect(log.recent(1).map((d) => d.name)).toEqual(['d']);
+  });
+
+  it('shows client addresses only when turned on, and hides names when turned off', () => {
+    expect(new DecisionLog(2, false).recent(1)).toEqual([]);
+    const plain = new DecisionLog(2, false);
+    plain.record(block('x.line-apps.com'));
+    expect(plain.recent(1)[0]).not.toHaveProperty('client');
+    const withClients = new DecisionLog(2, true);
+    withClients.record(block('x.line-apps.com'));
+    expect(withClients.recent(1)[0]).toMatchObject({ client: '10.0.0.9', name: 'x.line-apps.com' });
+    const withoutNames = new DecisionLog(2, false, false);
+    withoutNames.record(block('x.line-apps.com'));
+    expect(withoutNames.recent(1)[0]).toMatchObject({ name: null, app: 'line', layer: 'dns' });
   });
 });
