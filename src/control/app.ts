@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
-import { fastify, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { fastify, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { APP_IDS, isAppId, type AppId, type Catalog } from '../catalog/index.js';
 import { DEFAULTS } from '../config/index.js';
-import { PortcullisError, isPortcullisError, type ErrorCode } from '../errors.js';
+import { PortcullisError } from '../errors.js';
 import type { ListStatus } from '../lists/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -19,6 +19,7 @@ import { checkTarget, parseTarget } from './check.js';
 import type { DecisionLog } from './decisions.js';
 import type { PolicyControl } from './policy-control.js';
 import * as S from './schemas.js';
+import { problemErrorHandler, sendProblem } from './problems.js';
 import { etagOf, notFound, type PolicyState } from './state.js';
 import type { StoreHealth } from './store/types.js';
 
@@ -32,7 +33,7 @@ export interface AdminDeps {
   metrics: Metrics;
   logger: Logger;
   storeHealth(): StoreHealth;
-  /** Null until every listener is up. */
+  /** False until every listener is up. */
   listenersReady(): boolean;
   refreshLists(): Promise<ListStatus[]>;
   activity: ActivitySampler;
@@ -49,35 +50,6 @@ declare module 'fastify' {
   }
 }
 
-const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
-  PCL_ERR_BAD_REQUEST: 400,
-  PCL_ERR_INVALID_NAME: 400,
-  PCL_ERR_INVALID_CIDR: 400,
-  PCL_ERR_INVALID_PORT: 400,
-  PCL_ERR_UNKNOWN_APP: 400,
-  PCL_ERR_UNAUTHORIZED: 401,
-  PCL_ERR_FORBIDDEN: 403,
-  PCL_ERR_NOT_FOUND: 404,
-  PCL_ERR_PRECONDITION_FAILED: 412,
-  PCL_ERR_RATE_LIMITED: 429,
-  PCL_ERR_STORE_UNAVAILABLE: 503,
-  PCL_ERR_STORE_CORRUPT: 503,
-};
-
-const TITLES: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  412: 'Precondition Failed',
-  413: 'Content Too Large',
-  415: 'Unsupported Media Type',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
-
 /** The web console, built by `npm run build` (ui/ -> dist/ui/); from src/control and dist/control alike. */
 const UI_DIR = fileURLToPath(new URL('../../dist/ui/', import.meta.url));
 
@@ -91,18 +63,6 @@ const SECURITY_HEADERS: Record<string, string> = {
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
 };
-
-interface FieldProblem {
-  field: string;
-  message: string;
-}
-
-function sendProblem(reply: FastifyReply, status: number, code: ErrorCode, detail: string, problems?: FieldProblem[]): FastifyReply {
-  return reply
-    .code(status)
-    .type('application/problem+json')
-    .send({ type: `urn:portcullis:error:${code}`, title: TITLES[status] ?? 'Error', status, detail, code, ...(problems === undefined ? {} : { problems }) });
-}
 
 function isLoopbackAddress(address: string | undefined): boolean {
   return address !== undefined && (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
@@ -205,26 +165,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.setErrorHandler((error: FastifyError | PortcullisError, _request, reply) => {
-    if (isPortcullisError(error)) {
-      const status = STATUS_BY_CODE[error.code] ?? 500;
-      if (status === 401) void reply.header('www-authenticate', 'Bearer');
-      if (status === 429) void reply.header('retry-after', String(typeof error.details.retryAfter === 'number' ? error.details.retryAfter : 60));
-      if (status >= 500) deps.logger.warn({ component: 'admin', code: error.code, err: error.message }, 'admin request failed');
-      return sendProblem(reply, status, error.code, error.message);
-    }
-    if (error.validation !== undefined) {
-      const problems = error.validation.map((v) => ({
-        field: `${error.validationContext ?? 'body'}${v.instancePath.replace(/\//g, '.')}${v.keyword === 'additionalProperties' ? `.${String((v.params as { additionalProperty?: string }).additionalProperty)}` : ''}`,
-        message: v.keyword === 'additionalProperties' ? 'unknown field' : (v.message ?? 'invalid'),
-      }));
-      return sendProblem(reply, 400, 'PCL_ERR_BAD_REQUEST', problems.map((p) => `${p.field}: ${p.message}`).join('; '), problems);
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 400 && status < 500) return sendProblem(reply, status, status === 404 ? 'PCL_ERR_NOT_FOUND' : 'PCL_ERR_BAD_REQUEST', error.message);
-    deps.logger.error({ component: 'admin', err: error.message }, 'admin request failed (a bug)');
-    return sendProblem(reply, 500, 'PCL_ERR_BAD_REQUEST', 'internal error');
-  });
+  app.setErrorHandler(problemErrorHandler(deps.logger));
 
   app.addHook('onSend', (_request, reply, payload, done) => {
     void reply.headers(SECURITY_HEADERS);
