@@ -85,6 +85,20 @@ export function readClientHello(buf: Uint8Array, maxBytes: number): ClientHelloR
   return parseClientHelloBody(hello, consumed);
 }
 
+/**
+ * A ClientHello handshake message without TLS records around it, as QUIC carries it in CRYPTO
+ * frames (RFC 9001 4.1). `message` is the reassembled stream from offset 0; need-more until it
+ * holds the whole message.
+ */
+export function readClientHelloMessage(message: Uint8Array, maxBytes: number): ClientHelloResult {
+  if (message.length < 4) return { kind: 'need-more' };
+  if (message[0] !== HANDSHAKE_CLIENT_HELLO) return invalid('not-client-hello');
+  const needed = 4 + ((message[1]! << 16) | (message[2]! << 8) | message[3]!);
+  if (needed > maxBytes) return invalid('too-large');
+  if (message.length < needed) return { kind: 'need-more' };
+  return parseClientHelloBody(message.subarray(4, needed), needed);
+}
+
 /** Copies `length` handshake bytes starting at `offset` of the reassembled stream. */
 function gather(buf: Uint8Array, fragments: readonly [number, number][], offset: number, length: number): Uint8Array {
   const out = new Uint8Array(length);
