@@ -74,6 +74,19 @@ export const DEFAULTS = Object.freeze({
   clientHelloMaxBytes: 65_536,
   httpMaxHeadBytes: 16_384,
   proxyIdleTimeoutMs: 300_000,
+  /** Transparent listeners (proxy.transparent.*). */
+  transparentMode: 'redirect',
+  /**
+   * Clients of TLS and HTTP send first, at once; a protocol where the server speaks first
+   * (SMTP, FTP) shows no bytes, and after this wait is decided on address and port alone.
+   */
+  transparentFirstDataTimeoutMs: 1_000,
+  /** QUIC flows: forgotten after this long without a datagram either way (Chrome's idle is 30 s). */
+  quicIdleTimeoutMs: 30_000,
+  quicMaxFlows: 20_000,
+  /** Datagrams and bytes a new QUIC flow may hold while its ClientHello is incomplete. */
+  quicPendingDatagrams: 8,
+  quicPendingBytes: 16_384,
   /** How long SIGTERM waits for open proxy connections before closing them. */
   proxyDrainTimeoutMs: 10_000,
   /** Upstream TCP connect (SYN to established) for a proxied connection; PCL_ERR_DIAL_FAILED after it. */

@@ -8,8 +8,9 @@ import { maskWords, parseCidr, parseIp } from '../match/ip.js';
 import { normalizeQueryName, tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
 import { isLoopbackHost, parseHostPort } from './address.js';
+import { nativeLoadError, transparentBinding } from '../proxy/transparent/native.js';
 import { DEFAULTS } from './defaults.js';
-import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig } from './schema.js';
+import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type TransparentConfig } from './schema.js';
 import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
@@ -182,6 +183,11 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
   });
   checkListen(['proxy', 'tls', 'listen'], merged.proxy.tls?.listen);
   checkListen(['proxy', 'http', 'listen'], merged.proxy.http?.listen);
+  checkListen(['proxy', 'transparent', 'tcp'], merged.proxy.transparent?.tcp);
+  checkListen(['proxy', 'transparent', 'quic'], merged.proxy.transparent?.quic);
+  if ((merged.proxy.transparent?.tcp !== undefined || merged.proxy.transparent?.quic !== undefined) && transparentBinding() === null) {
+    report(['proxy', 'transparent'], `transparent listeners need the native addon built at install (Linux only): ${nativeLoadError()}`);
+  }
   checkListen(['admin', 'listen'], merged.admin.listen);
   for (const [name, ip] of Object.entries(merged.proxy.hosts ?? {})) {
     if (tryParseRuleName(name) === null) report(['proxy', 'hosts', name], `"${name}" is not a valid host name`);
@@ -227,6 +233,19 @@ function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: str
     });
   });
   return { problems, lists };
+}
+
+function transparentConfig(file: NonNullable<ConfigFile['proxy']>['transparent']): TransparentConfig | null {
+  if (file === undefined || (file.tcp === undefined && file.quic === undefined)) return null;
+  const ms = (value: string | number | undefined, fallback: number): number => (value === undefined ? fallback : parseDurationMs(value));
+  return {
+    mode: file.mode ?? DEFAULTS.transparentMode,
+    tcp: file.tcp ?? null,
+    quic: file.quic ?? null,
+    firstDataTimeoutMs: ms(file.firstDataTimeout, DEFAULTS.transparentFirstDataTimeoutMs),
+    quicIdleTimeoutMs: ms(file.quicIdleTimeout, DEFAULTS.quicIdleTimeoutMs),
+    quicMaxFlows: file.quicMaxFlows ?? DEFAULTS.quicMaxFlows,
+  };
 }
 
 function resolveDns(dns: NonNullable<ConfigFile['dns']>, baseDir: string): DnsConfig {
@@ -338,6 +357,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
       httpMaxHeadBytes: merged.proxy.httpMaxHeadBytes ?? DEFAULTS.httpMaxHeadBytes,
       connectTimeoutMs: merged.proxy.connectTimeout === undefined ? DEFAULTS.dialConnectTimeoutMs : parseDurationMs(merged.proxy.connectTimeout),
       idleTimeoutMs: merged.proxy.idleTimeout === undefined ? DEFAULTS.proxyIdleTimeoutMs : parseDurationMs(merged.proxy.idleTimeout),
+      transparent: transparentConfig(merged.proxy.transparent),
     },
     admin: {
       listen: merged.admin.listen ?? DEFAULTS.adminListen,

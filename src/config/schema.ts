@@ -105,6 +105,19 @@ export const ConfigSchema = Type.Object(
           httpMaxHeadBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1_048_576 })),
           connectTimeout: Type.Optional(Duration),
           idleTimeout: Type.Optional(Duration),
+          transparent: Type.Optional(
+            Type.Object(
+              {
+                mode: Type.Optional(Type.Union([Type.Literal('redirect'), Type.Literal('tproxy')], { description: 'how nftables hands TCP over: REDIRECT/DNAT or TPROXY' })),
+                tcp: Type.Optional(HostPort),
+                quic: Type.Optional(HostPort),
+                firstDataTimeout: Type.Optional(Duration),
+                quicIdleTimeout: Type.Optional(Duration),
+                quicMaxFlows: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -183,6 +196,20 @@ export interface ProxyConfig {
   httpMaxHeadBytes: number;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Transparent (intercepting) listeners; null when not configured. */
+  transparent: TransparentConfig | null;
+}
+
+export interface TransparentConfig {
+  mode: 'redirect' | 'tproxy';
+  /** TCP listener nftables sends intercepted connections to; null: none. */
+  tcp: string | null;
+  /** UDP listener for TPROXY'd QUIC (UDP 443); null: none. */
+  quic: string | null;
+  /** How long to wait for a client's first bytes before deciding on address and port alone. */
+  firstDataTimeoutMs: number;
+  quicIdleTimeoutMs: number;
+  quicMaxFlows: number;
 }
 
 export interface DnsConfig {

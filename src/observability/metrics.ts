@@ -12,8 +12,8 @@ import type { BlockEvent, PolicyEngine, SwapEvent } from '../policy/index.js';
 export const DNS_PROTOCOLS = ['udp', 'tcp', 'dot', 'doh'] as const;
 export const DNS_RESULTS = ['allowed', 'blocked', 'cached', 'servfail', 'refused', 'formerr', 'dropped'] as const;
 export const LAYERS = ['dns', 'tls', 'http', 'ip', 'quic'] as const;
-export const PROXY_LISTENERS = ['tls', 'http'] as const;
-export const PROXY_RESULTS = ['forwarded', 'blocked', 'invalid', 'no-sni', 'timeout', 'too-large', 'forbidden', 'unresolved', 'dial-failed', 'limited'] as const;
+export const PROXY_LISTENERS = ['tls', 'http', 'transparent', 'quic'] as const;
+export const PROXY_RESULTS = ['forwarded', 'blocked', 'invalid', 'no-sni', 'timeout', 'too-large', 'forbidden', 'unresolved', 'dial-failed', 'limited', 'not-intercepted'] as const;
 export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
 const APPS_AND_CUSTOM = [...APP_IDS, 'custom'] as const;
 

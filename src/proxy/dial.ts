@@ -48,7 +48,14 @@ export async function dialDestination(name: string, port: number, layer: Layer, 
     const decision = deps.policy.decide({ name: isIP(name) === 0 ? name : null, ip: address, port, proto: 'tcp', layer });
     if (decision.verdict === 'block') return { kind: 'blocked', decision };
   }
-  const address = addresses[0]!;
+  return dialAddress(addresses[0]!, port, deps, downstream);
+}
+
+/**
+ * Connects to one address the policy has already judged; the dial guard still has the last
+ * word (the transparent listener dials clients' original destinations through here too).
+ */
+export async function dialAddress(address: string, port: number, deps: Pick<DialDeps, 'guard' | 'connectTimeoutMs'>, downstream?: DownstreamForwarder): Promise<Exclude<DialOutcome, { kind: 'blocked' | 'unresolved' }>> {
   const verdict = deps.guard.check(address);
   if (!verdict.isAllowed) return { kind: 'forbidden', address, reason: verdict.reason };
   try {

@@ -2,10 +2,11 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../observability/logger.js';
 import type { Decision } from '../policy/index.js';
 import { abortTls, httpStatusResponse, type TlsBlockAction } from './actions.js';
-import { dialDestination, splice, type DialDeps, type DialOutcome } from './dial.js';
+import { dialAddress, dialDestination, splice, type DialDeps, type DialOutcome } from './dial.js';
 import { bodyLength, readRequestHead, type RequestHead } from './http/index.js';
 import { SocketReader } from './socket-reader.js';
-import { readHello, reportBlocked, type ProxyEvents } from './tls-proxy.js';
+import { readHello, reportBlocked, type ProxyEvents, type ProxyListener } from './tls-proxy.js';
+import type { Endpoint } from './transparent/native.js';
 
 export interface HttpProxyOptions extends ProxyEvents {
   dial: DialDeps;
@@ -16,6 +17,13 @@ export interface HttpProxyOptions extends ProxyEvents {
   clientHelloMaxBytes: number;
   idleTimeoutMs: number;
   logger: Logger;
+  /**
+   * Transparent mode: the address the client was connecting to. Every request is judged on
+   * its Host together with this address and port, and all go there (never re-resolved).
+   */
+  destination?: Endpoint;
+  /** Metrics label; 'http' unless the transparent listener handed the connection over. */
+  listener?: ProxyListener;
 }
 
 const STATUS_FOR_HEAD_REASON: Record<string, number> = { 'head-too-large': 431 };
@@ -35,6 +43,8 @@ const MAX_CHUNK_LINE_BYTES = 4096;
 export async function handleHttpConnection(socket: Socket, options: HttpProxyOptions, done: () => void): Promise<void> {
   const reader = new SocketReader(socket);
   const report = options.onResult ?? (() => undefined);
+  const listener = options.listener ?? 'http';
+  const fixed = options.destination;
   const log = options.logger;
   let upstream: Socket | null = null;
   let upstreamKey = '';
@@ -85,11 +95,11 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
 
   const refuseDial = (outcome: Exclude<DialOutcome, { kind: 'connected' }>, host: string): Buffer => {
     if (outcome.kind === 'blocked') {
-      reportBlocked(options, 'http', socket, outcome.decision, host);
+      reportBlocked(options, listener, socket.remoteAddress ?? '', outcome.decision, host);
       return httpStatusResponse(451, { app: outcome.decision.app, host });
     }
     log.info({ name: host, outcome: outcome.kind, reason: outcome.reason }, 'not forwarded');
-    report('http', outcome.kind === 'failed' ? 'dial-failed' : outcome.kind, null);
+    report(listener, outcome.kind === 'failed' ? 'dial-failed' : outcome.kind, null);
     return httpStatusResponse(outcome.kind === 'forbidden' ? 403 : 502);
   };
 
@@ -163,7 +173,8 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
    * The request's destination decides: an absolute-URI (or CONNECT) authority wins over Host
    * (RFC 9112 3.2.2), and it is also the address that is dialled.
    */
-  const decideHead = (head: RequestHead, port: number): Decision => options.dial.policy.decide({ name: head.host, port, layer: 'http' });
+  const decideHead = (head: RequestHead, port: number): Decision =>
+    fixed === undefined ? options.dial.policy.decide({ name: head.host, port, layer: 'http' }) : options.dial.policy.decide({ name: head.host, ip: fixed.address, port: fixed.port, layer: 'http' });
 
   const tunnel = async (head: RequestHead): Promise<void> => {
     const host = head.host!;
@@ -197,7 +208,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
           finish();
           return;
         }
-        report('http', hello.failure === 'no-sni' ? 'no-sni' : hello.failure, null);
+        report(listener, hello.failure === 'no-sni' ? 'no-sni' : hello.failure, null);
         upstream.destroy();
         abortTls(socket, options.blockAction);
         done();
@@ -205,7 +216,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
       }
       const sniDecision = options.dial.policy.decide({ name: hello.info.sni, ip: outcome.address, port, layer: 'tls' });
       if (sniDecision.verdict === 'block') {
-        reportBlocked(options, 'http', socket, sniDecision, hello.info.sni);
+        reportBlocked(options, listener, socket.remoteAddress ?? '', sniDecision, hello.info.sni);
         upstream.destroy();
         abortTls(socket, options.blockAction);
         done();
@@ -214,7 +225,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
       replay = hello.bytes;
     }
     upstream.write(replay);
-    report('http', 'forwarded', null);
+    report(listener, 'forwarded', null);
     socket.removeAllListeners('data');
     splice(socket, upstream, options.idleTimeoutMs, done);
     socket.resume();
@@ -233,7 +244,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     }
     if (parsed.kind === 'invalid' || parsed.kind === 'no-name') {
       const reason = parsed.kind === 'invalid' ? parsed.reason : 'no-host';
-      report('http', reason === 'head-too-large' ? 'too-large' : 'invalid', null);
+      report(listener, reason === 'head-too-large' ? 'too-large' : 'invalid', null);
       finish(httpStatusResponse(STATUS_FOR_HEAD_REASON[reason] ?? 400));
       return;
     }
@@ -241,6 +252,12 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     // The server already ended the conversation (and with it our side towards the client).
     if (upstream?.readableEnded === true || upstream?.destroyed === true) {
       finish();
+      return;
+    }
+    if (head.isConnect && fixed !== undefined) {
+      // A client that was not configured for a proxy has no business sending CONNECT.
+      report(listener, 'invalid', null);
+      finish(httpStatusResponse(405));
       return;
     }
     if (head.isConnect) {
@@ -259,10 +276,10 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     }
 
     // A new destination: let the old one finish its responses, then dial the new one.
-    if (upstream !== null && `${host}:${port}` !== upstreamKey) await releaseUpstream();
-    const key = `${host}:${port}`;
+    if (upstream !== null && fixed === undefined && `${host}:${port}` !== upstreamKey) await releaseUpstream();
+    const key = fixed === undefined ? `${host}:${port}` : upstreamKey;
     if (upstream === null) {
-      const outcome = await dialDestination(host, port, 'http', options.dial);
+      const outcome = fixed === undefined ? await dialDestination(host, port, 'http', options.dial) : await dialAddress(fixed.address, fixed.port, options.dial);
       if (outcome.kind !== 'connected') {
         finish(refuseDial(outcome, host));
         return;
@@ -280,7 +297,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
     }
     const headBytes = reader.take(head.headerBytes);
     upstream.write(headBytes);
-    report('http', 'forwarded', null);
+    report(listener, 'forwarded', null);
     if (UPGRADE_FIELD.test(headBytes.toString('latin1'))) {
       // WebSocket and other upgrades: after a 101 the bytes are no longer HTTP requests. The
       // destination has been decided; what follows is a tunnel to it.

@@ -1,14 +1,19 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, isIPv4, type Server, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { ProxyConfig } from '../config/index.js';
 import { parseListenAddress } from '../config/address.js';
 import { DEFAULTS } from '../config/defaults.js';
+import { PortcullisError } from '../errors.js';
 import type { AddressResolver, PolicyView } from '../dns/index.js';
 import type { Logger } from '../observability/logger.js';
 import { ClientSlots } from './client-slots.js';
 import type { DialDeps } from './dial.js';
 import { DialGuard } from './dial-guard.js';
 import { handleHttpConnection } from './http-proxy.js';
-import { handleTlsConnection, type ProxyEvents, type ProxyResult } from './tls-proxy.js';
+import { handleTlsConnection, type ProxyEvents, type ProxyListener } from './tls-proxy.js';
+import { nativeLoadError, socketFd, transparentBinding, type Endpoint } from './transparent/native.js';
+import { QuicRelay } from './transparent/quic-relay.js';
+import { handleTransparentConnection } from './transparent/tcp.js';
 
 export interface ProxyServerDeps extends ProxyEvents {
   config: ProxyConfig;
@@ -18,8 +23,11 @@ export interface ProxyServerDeps extends ProxyEvents {
 }
 
 export interface ProxyAddresses {
-  tls: { address: string; port: number };
-  http: { address: string; port: number };
+  tls: Endpoint;
+  http: Endpoint;
+  /** The intercepting listeners, when configured. */
+  transparent?: Endpoint;
+  quic?: Endpoint;
 }
 
 
@@ -31,9 +39,13 @@ export interface ProxyAddresses {
 export class ProxyServer {
   private readonly tls: Server;
   private readonly http: Server;
+  private readonly transparent: Server | null = null;
+  private readonly quic: QuicRelay | null = null;
   private readonly open = new Set<Socket>();
-  private readonly openBy = { tls: 0, http: 0 };
+  private readonly openBy = { tls: 0, http: 0, transparent: 0 };
   private readonly deps: ProxyServerDeps;
+  private readonly binding = transparentBinding();
+  private localAddresses = { at: Number.NEGATIVE_INFINITY, addresses: new Set<string>() };
 
   constructor(deps: ProxyServerDeps) {
     this.deps = deps;
@@ -47,17 +59,14 @@ export class ProxyServer {
       connectTimeoutMs: config.connectTimeoutMs,
     };
     const slots = new ClientSlots(config.maxConnectionsPerClient);
-    const report = (listener: 'tls' | 'http', result: ProxyResult, blockedBy: Parameters<NonNullable<ProxyEvents['onResult']>>[2]): void => {
-      deps.onResult?.(listener, result, blockedBy);
-    };
-    const accept = (listener: 'tls' | 'http', handle: (socket: Socket, done: () => void) => Promise<void>) => (socket: Socket) => {
+    const accept = (listener: Exclude<ProxyListener, 'quic'>, handle: (socket: Socket, done: () => void) => Promise<void>) => (socket: Socket) => {
       const client = socket.remoteAddress ?? '';
       socket.on('error', (err) => {
         log.debug({ err: err.message, listener }, 'client socket error');
         socket.destroy();
       });
       if (!slots.take(client)) {
-        report(listener, 'limited', null);
+        deps.onResult?.(listener, 'limited', null);
         socket.destroy();
         return;
       }
@@ -126,11 +135,82 @@ export class ProxyServer {
     );
     this.tls.maxConnections = config.maxConnections;
     this.http.maxConnections = config.maxConnections;
+
+    const transparent = config.transparent;
+    if (transparent === null) return;
+    const binding = this.binding;
+    if (binding === null) throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `proxy.transparent needs the native addon built at install (Linux only): ${nativeLoadError()}`);
+    if (transparent.tcp !== null) {
+      const originalDestination =
+        transparent.mode === 'tproxy'
+          ? (socket: Socket): Endpoint | null => (socket.localAddress === undefined || socket.localPort === undefined ? null : { address: socket.localAddress, port: socket.localPort })
+          : (socket: Socket): Endpoint | null => binding.originalDestination(socketFd(socket), isIPv4(plainAddress(socket.remoteAddress ?? '')) ? 4 : 6);
+      const server: Server = createServer(
+        { allowHalfOpen: true, pauseOnConnect: true },
+        accept('transparent', (socket, done) =>
+          handleTransparentConnection(
+            socket,
+            {
+              dial,
+              originalDestination,
+              isOwnAddress: (destination: Endpoint): boolean => this.isOwnAddress(destination, server),
+              blockAction: config.blockAction,
+              firstDataTimeoutMs: transparent.firstDataTimeoutMs,
+              clientHelloTimeoutMs: config.clientHelloTimeoutMs,
+              clientHelloMaxBytes: config.clientHelloMaxBytes,
+              maxHeadBytes: config.httpMaxHeadBytes,
+              idleTimeoutMs: config.idleTimeoutMs,
+              logger: log,
+              onResult: deps.onResult,
+              onBlocked: deps.onBlocked,
+            },
+            done,
+          ),
+        ),
+      );
+      server.maxConnections = config.maxConnections;
+      this.transparent = server;
+    }
+    if (transparent.quic !== null) {
+      const at = parseListenAddress(transparent.quic, 'proxy.transparent.quic');
+      this.quic = new QuicRelay({
+        binding,
+        listen: { address: at.host, port: at.port },
+        policy: deps.policy,
+        guard: dial.guard,
+        idleTimeoutMs: transparent.quicIdleTimeoutMs,
+        helloTimeoutMs: config.clientHelloTimeoutMs,
+        clientHelloMaxBytes: config.clientHelloMaxBytes,
+        maxFlows: transparent.quicMaxFlows,
+        maxFlowsPerClient: config.maxConnectionsPerClient,
+        pendingDatagrams: DEFAULTS.quicPendingDatagrams,
+        pendingBytes: DEFAULTS.quicPendingBytes,
+        logger: log,
+        onResult: deps.onResult,
+        onBlocked: deps.onBlocked,
+        onClosed: deps.onClosed,
+      });
+    }
+  }
+
+  /** A destination that is this listener itself: the connection was not intercepted. */
+  private isOwnAddress(destination: Endpoint, server: Server): boolean {
+    const own = server.address();
+    if (own === null || typeof own === 'string' || destination.port !== own.port) return false;
+    const address = plainAddress(destination.address);
+    if (plainAddress(own.address) === address) return true;
+    const now = performance.now();
+    if (now - this.localAddresses.at > LOCAL_ADDRESSES_TTL_MS) {
+      const addresses = new Set<string>();
+      for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) addresses.add(entry.address);
+      this.localAddresses = { at: now, addresses };
+    }
+    return this.localAddresses.addresses.has(address);
   }
 
   /** Client connections open now, by listener. */
-  get activeConnections(): { tls: number; http: number } {
-    return { ...this.openBy };
+  get activeConnections(): Record<ProxyListener, number> {
+    return { ...this.openBy, quic: this.quic?.activeFlows ?? 0 };
   }
 
   async listen(): Promise<ProxyAddresses> {
@@ -145,20 +225,37 @@ export class ProxyServer {
         });
       });
     };
-    const addresses = {
+    const addresses: ProxyAddresses = {
       tls: await bind(this.tls, this.deps.config.tls.listen, 'proxy.tls.listen'),
       http: await bind(this.http, this.deps.config.http.listen, 'proxy.http.listen'),
     };
+    const transparent = this.deps.config.transparent;
+    if (this.transparent !== null && transparent?.tcp != null) {
+      addresses.transparent = await bind(this.transparent, transparent.tcp, 'proxy.transparent.tcp');
+      if (transparent.mode === 'tproxy') {
+        const handle = (this.transparent as unknown as { _handle?: { fd?: number } })._handle;
+        this.binding?.setTransparent(handle?.fd ?? -1, isIPv4(addresses.transparent.address) ? 4 : 6);
+      }
+    }
+    if (this.quic !== null) addresses.quic = this.quic.listen();
     this.deps.logger.info({ component: 'proxy', ...addresses }, 'proxy listening');
     return addresses;
   }
 
   /** Stops accepting; open connections get `drainMs` to finish, then are closed. */
   async close(drainMs: number = DEFAULTS.proxyDrainTimeoutMs): Promise<void> {
-    const closed = Promise.all([this.tls, this.http].map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    this.quic?.close();
+    const servers = this.transparent === null ? [this.tls, this.http] : [this.tls, this.http, this.transparent];
+    const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref());
     await Promise.race([closed, deadline]);
     for (const socket of this.open) socket.destroy();
     await closed;
   }
+}
+
+const LOCAL_ADDRESSES_TTL_MS = 30_000;
+
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
 }

@@ -6,22 +6,25 @@ import { dialDestination, splice, type DialDeps } from './dial.js';
 import { DownstreamForwarder } from './forward.js';
 import { readClientHello, type ClientHelloInfo } from './tls/client-hello.js';
 
-export type ProxyResult = 'forwarded' | 'blocked' | 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'forbidden' | 'unresolved' | 'dial-failed' | 'limited';
+export type ProxyResult = 'forwarded' | 'blocked' | 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'forbidden' | 'unresolved' | 'dial-failed' | 'limited' | 'not-intercepted';
+
+/** Where a connection (or QUIC flow) came in: the explicit listeners, or the intercepting ones. */
+export type ProxyListener = 'tls' | 'http' | 'transparent' | 'quic';
 
 export interface ProxyEvents {
   /** One per connection (or per HTTP request), with its outcome. */
-  onResult?: (listener: 'tls' | 'http', result: ProxyResult, blockedBy: Decision | null) => void;
+  onResult?: (listener: ProxyListener, result: ProxyResult, blockedBy: Decision | null) => void;
   /** Called for every block (the decisions log attaches here). */
   onBlocked?: (block: BlockEvent) => void;
   /** Called when a client connection closes, with the bytes it sent and received. */
-  onClosed?: (listener: 'tls' | 'http', bytesFromClient: number, bytesToClient: number) => void;
+  onClosed?: (listener: ProxyListener, bytesFromClient: number, bytesToClient: number) => void;
 }
 
 /** A block on `listener`: logged, counted, and handed to onBlocked. */
-export function reportBlocked(options: ProxyEvents & { logger: Logger }, listener: 'tls' | 'http', socket: Socket, decision: Decision, name: string): void {
+export function reportBlocked(options: ProxyEvents & { logger: Logger }, listener: ProxyListener, client: string, decision: Decision, name: string | null): void {
   options.logger.info({ app: decision.app, layer: decision.layer, rule: decision.rule, name }, 'blocked');
   options.onResult?.(listener, 'blocked', decision);
-  options.onBlocked?.({ layer: decision.layer, app: decision.app, rule: decision.rule, name, client: socket.remoteAddress ?? '' });
+  options.onBlocked?.({ layer: decision.layer, app: decision.app, rule: decision.rule, name, client });
 }
 
 export interface TlsProxyOptions extends ProxyEvents {
@@ -39,7 +42,7 @@ export interface TlsProxyOptions extends ProxyEvents {
  * cap), without consuming anything it cannot hand on: the bytes read are returned to be
  * replayed upstream unchanged. Resolves with the hello and those bytes, or a reason.
  */
-export function readHello(socket: Socket, options: { timeoutMs: number; maxBytes: number }, initial?: Buffer): Promise<{ info: ClientHelloInfo; bytes: Buffer } | { failure: 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'closed'; reason: string }> {
+export function readHello(socket: Socket, options: { timeoutMs: number; maxBytes: number }, initial?: Buffer): Promise<{ info: ClientHelloInfo; bytes: Buffer } | { failure: 'invalid' | 'no-sni' | 'timeout' | 'too-large' | 'closed'; reason: string; bytes: Buffer }> {
   return new Promise((resolve) => {
     let buffered = initial ?? Buffer.alloc(0);
     const finish = (result: Awaited<ReturnType<typeof readHello>>): void => {
@@ -53,19 +56,19 @@ export function readHello(socket: Socket, options: { timeoutMs: number; maxBytes
     const check = (): void => {
       const result = readClientHello(buffered, options.maxBytes);
       if (result.kind === 'need-more') {
-        if (buffered.length >= options.maxBytes) finish({ failure: 'too-large', reason: 'too-large' });
+        if (buffered.length >= options.maxBytes) finish({ failure: 'too-large', reason: 'too-large', bytes: buffered });
         return;
       }
       if (result.kind === 'found') finish({ info: { sni: result.sni, alpn: result.alpn, hasEch: result.hasEch }, bytes: buffered });
-      else if (result.kind === 'no-name') finish({ failure: 'no-sni', reason: 'no-sni' });
-      else finish({ failure: result.reason === 'too-large' ? 'too-large' : 'invalid', reason: result.reason });
+      else if (result.kind === 'no-name') finish({ failure: 'no-sni', reason: 'no-sni', bytes: buffered });
+      else finish({ failure: result.reason === 'too-large' ? 'too-large' : 'invalid', reason: result.reason, bytes: buffered });
     };
     const onData = (chunk: Buffer): void => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       check();
     };
-    const onEnd = (): void => finish({ failure: 'closed', reason: 'closed' });
-    const timer = setTimeout(() => finish({ failure: 'timeout', reason: 'timeout' }), options.timeoutMs);
+    const onEnd = (): void => finish({ failure: 'closed', reason: 'closed', bytes: buffered });
+    const timer = setTimeout(() => finish({ failure: 'timeout', reason: 'timeout', bytes: buffered }), options.timeoutMs);
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('close', onEnd);
@@ -95,7 +98,7 @@ export async function handleTlsConnection(socket: Socket, options: TlsProxyOptio
   const { sni } = hello.info;
   const decision = options.dial.policy.decide({ name: sni, port: options.upstreamPort, layer: 'tls' });
   if (decision.verdict === 'block') {
-    reportBlocked(options, 'tls', socket, decision, sni);
+    reportBlocked(options, 'tls', socket.remoteAddress ?? '', decision, sni);
     abortTls(socket, options.blockAction);
     done();
     return;
@@ -103,7 +106,7 @@ export async function handleTlsConnection(socket: Socket, options: TlsProxyOptio
   const outcome = await dialDestination(sni, options.upstreamPort, 'tls', options.dial, new DownstreamForwarder(socket));
   if (outcome.kind !== 'connected') {
     if (outcome.kind === 'blocked') {
-      reportBlocked(options, 'tls', socket, outcome.decision, sni);
+      reportBlocked(options, 'tls', socket.remoteAddress ?? '', outcome.decision, sni);
     } else {
       log.info({ name: sni, outcome: outcome.kind, reason: 'reason' in outcome ? outcome.reason : undefined }, 'not forwarded');
       report('tls', outcome.kind === 'failed' ? 'dial-failed' : outcome.kind, null);

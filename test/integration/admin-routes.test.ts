@@ -38,7 +38,7 @@ async function buildGateway(tokens: { name: string; token: string; scopes: ('rea
     engine: gatewayEngine,
     cache: () => ({ entries: 0, bytes: 0, maxEntries: 1, maxBytes: 1 }),
     upstreams: () => [],
-    proxyActive: () => ({ tls: 0, http: 0 }),
+    proxyActive: () => ({ tls: 0, http: 0, transparent: 0, quic: 0 }),
     storeHealthy: () => true,
   });
   const log = new DecisionLog(100, false);

@@ -18,7 +18,7 @@ import { createAddressResolver, type AddressResolver } from '../../src/dns/index
 import { UpstreamPool } from '../../src/dns/upstream.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { PolicyEngine, type Decision } from '../../src/policy/index.js';
-import { ProxyServer, type ProxyResult } from '../../src/proxy/index.js';
+import { ProxyServer, type ProxyListener, type ProxyResult } from '../../src/proxy/index.js';
 import { helloCorpus, mutate, prng, records, serverName, simpleHello, splitAt, handshake, helloBody, commonExtensions } from '../support/client-hello.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 
@@ -303,7 +303,7 @@ interface RunningProxy {
   tls: number;
   http: number;
   address: string;
-  results: { listener: 'tls' | 'http'; result: ProxyResult; decision: Decision | null }[];
+  results: { listener: ProxyListener; result: ProxyResult; decision: Decision | null }[];
   logs: LogLine[];
 }
 

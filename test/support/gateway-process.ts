@@ -18,6 +18,8 @@ export interface GatewayProcess {
   dnsPort: number;
   tlsPort: number;
   httpPort: number;
+  /** The 'proxy listening' log entry, with the transparent listeners when configured. */
+  proxyListening: Record<string, unknown>;
   adminUrl: string;
   logs: Record<string, unknown>[];
   stderr: string;
@@ -52,9 +54,14 @@ export async function writeGatewayConfig(dir: string, options: { upstream: strin
   return file;
 }
 
-/** Starts `portcullis start --config FILE` and resolves once DNS and the admin API listen. */
-export function startGateway(config: string, args: string[] = [], timeoutMs = 15_000): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', config, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `portcullis start --config FILE` and resolves once DNS and the admin API listen.
+ * `prefix` runs it under another command (`ip netns exec NS`, which execs in place, so signals
+ * still reach the gateway).
+ */
+export function startGateway(config: string, args: string[] = [], timeoutMs = 15_000, prefix: readonly string[] = []): Promise<GatewayProcess> {
+  const command = [...prefix, process.execPath, CLI, 'start', '--config', config, ...args];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
@@ -64,6 +71,7 @@ export function startGateway(config: string, args: string[] = [], timeoutMs = 15
     let tlsPort = 0;
     let httpPort = 0;
     let adminUrl = '';
+    let proxyListening: Record<string, unknown> = {};
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`gateway did not start within ${timeoutMs} ms: ${stderr}`));
@@ -84,6 +92,7 @@ export function startGateway(config: string, args: string[] = [], timeoutMs = 15
       if (entry.msg === 'proxy listening') {
         tlsPort = (entry.tls as { port: number }).port;
         httpPort = (entry.http as { port: number }).port;
+        proxyListening = entry;
       }
       if (entry.msg === 'admin API listening') adminUrl = `http://127.0.0.1:${String(entry.port)}`;
       if (dnsPort !== 0 && adminUrl !== '' && entry.msg === 'portcullis started') {
@@ -93,6 +102,7 @@ export function startGateway(config: string, args: string[] = [], timeoutMs = 15
           dnsPort,
           tlsPort,
           httpPort,
+          proxyListening,
           adminUrl,
           logs,
           get stderr() {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CryptoStream, QUIC_V1, QUIC_V2, clientInitialKeys, readInitialPacket, readVarint } from '../../../src/proxy/quic/initial.js';
 import { readClientHelloMessage } from '../../../src/proxy/tls/client-hello.js';
+import { browserHello, clientInitials } from '../../support/quic-initial.js';
 
 function fixture(name: string): Buffer {
   return Buffer.from(readFileSync(new URL(`../../fixtures/quic/${name}.hex`, import.meta.url), 'utf8').replace(/\s+/g, ''), 'hex');
@@ -86,6 +87,21 @@ describe('CryptoStream', () => {
     expect(readClientHelloMessage(stream.contiguous(), 65_536).kind).toBe('need-more');
     stream.add([{ offset: 0, data: hello.subarray(0, 70) }]);
     expect(readClientHelloMessage(stream.contiguous(), 65_536)).toMatchObject({ kind: 'found', sni: 'example.com' });
+  });
+
+  it('reads a post-quantum ClientHello spread over three v1 or v2 Initials, last packet first', () => {
+    for (const version of [QUIC_V1, QUIC_V2]) {
+      const datagrams = clientInitials(browserHello('talk-pilsner.kakao.com'), { version, pieces: 3 });
+      expect(datagrams.every((d) => d.length === 1200)).toBe(true);
+      const stream = new CryptoStream(65_536);
+      for (const datagram of [...datagrams].reverse()) {
+        const packet = readInitialPacket(datagram);
+        if (packet.kind !== 'initial') throw new Error(`not decoded: ${packet.reason}`);
+        expect(packet.version).toBe(version);
+        stream.add(packet.crypto);
+      }
+      expect(readClientHelloMessage(stream.contiguous(), 65_536)).toMatchObject({ kind: 'found', sni: 'talk-pilsner.kakao.com', alpn: ['h3'] });
+    }
   });
 
   it('refuses frames past its cap', () => {

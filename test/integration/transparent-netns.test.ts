@@ -1,0 +1,234 @@
+import { execFile, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type GatewayProcess } from '../support/gateway-process.js';
+import { applyNft, createTopology, netnsUnavailable, nsExec, startInNs, type Topology } from '../support/netns/topology.js';
+
+/**
+ * The transparent gateway end to end, in network namespaces this test creates:
+ *   client ns (10.77.1.2) -> gateway ns (nftables redirect / TPROXY, portcullis) -> server ns
+ * The server namespace holds 198.18.0.10 (an ordinary web server) and addresses inside the
+ * catalog's ranges: 110.76.141.10 (Kakao core, every port), 27.0.236.25 (Kakao extended
+ * tier: LOCO ports only), 147.92.150.1 (LINE). The client uses real curl and openssl, and
+ * raw TCP and QUIC Initial packets from a small client; nothing knows it is intercepted.
+ */
+const execFileAsync = promisify(execFile);
+const unavailable = netnsUnavailable();
+if (unavailable !== null) console.warn(`transparent-netns tests skipped: ${unavailable}`);
+
+const WEB = '198.18.0.10';
+const KAKAO_CORE = '110.76.141.10';
+const KAKAO_LOCO_RANGE = '27.0.236.25';
+const LINE = '147.92.150.1';
+const TCP_LISTEN_PORT = 15001;
+const QUIC_LISTEN_PORT = 15443;
+const ECHO_PORTS = [5223, 9000];
+const BANNER_PORT = 2525;
+const TSX = ['--import', 'tsx'];
+const CLIENT_SCRIPT = fileURLToPath(new URL('../support/netns/client.ts', import.meta.url));
+const SERVER_SCRIPT = fileURLToPath(new URL('../support/netns/servers.ts', import.meta.url));
+
+type Mode = 'redirect' | 'tproxy';
+
+function nftRuleset(mode: Mode): string {
+  const tcp =
+    mode === 'redirect'
+      ? `table ip portcullis_nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "gc" meta l4proto tcp redirect to :${TCP_LISTEN_PORT}
+  }
+}`
+      : '';
+  const tproxyTcp = mode === 'tproxy' ? `    iifname "gc" meta l4proto tcp tproxy to :${TCP_LISTEN_PORT} meta mark set 1 accept\n` : '';
+  return `${tcp}
+table ip portcullis_mangle {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    iifname "gc" udp dport 443 tproxy to :${QUIC_LISTEN_PORT} meta mark set 1 accept
+${tproxyTcp}  }
+}
+`;
+}
+
+interface TcpResult {
+  connected: boolean;
+  data: string;
+  error: string | null;
+}
+
+describe.skipIf(unavailable !== null)('transparent gateway in network namespaces', () => {
+  let network: Topology | null = null;
+  let dir = '';
+  let servers: ChildProcess | null = null;
+  const topology = (): Topology => {
+    if (network === null) throw new Error('network namespaces not set up');
+    return network;
+  };
+  let gateway: GatewayProcess | null = null;
+
+  const client = (args: string[], timeoutMs = 10_000) => nsExec(topology().client, process.execPath, [...TSX, CLIENT_SCRIPT, ...args], timeoutMs);
+  const tcp = async (host: string, port: number, payload = 'hello'): Promise<TcpResult> => {
+    const result = await client(['tcp', host, String(port), payload]);
+    return JSON.parse(result.stdout) as TcpResult;
+  };
+  const quic = async (host: string, name: string, options: { pieces?: number; version?: 1 | 2; extra?: number } = {}): Promise<{ from: string; data: string }[]> => {
+    const result = await client(['quic', host, '443', name, String(options.pieces ?? 2), String(options.version ?? 1), String(options.extra ?? 0)]);
+    return (JSON.parse(result.stdout) as { replies: { from: string; data: string }[] }).replies;
+  };
+  const curl = (args: string[]) => nsExec(topology().client, 'curl', ['-sS', '--max-time', '5', ...args]);
+  const metrics = async (): Promise<string> => {
+    const url = `${gateway!.adminUrl}/metrics`;
+    return (await nsExec(topology().gateway, 'curl', ['-sS', url])).stdout;
+  };
+  const metricValue = (text: string, name: string, labels: string): number => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+    return line === undefined ? Number.NaN : Number(line.split(' ').pop());
+  };
+
+  const startFor = async (mode: Mode): Promise<void> => {
+    await gateway?.stop();
+    applyNft(topology().gateway, nftRuleset(mode));
+    const config = join(dir, `portcullis-${mode}.yaml`);
+    await writeFile(
+      config,
+      [
+        'dns: { listen: 127.0.0.1:0, upstreams: [127.0.0.1:1] }',
+        'proxy:',
+        '  tls: { listen: 127.0.0.1:0 }',
+        '  http: { listen: 127.0.0.1:0 }',
+        '  allowedUpstreamNetworks: [198.18.0.0/15]',
+        '  clientHelloTimeout: 2s',
+        '  transparent:',
+        `    mode: ${mode}`,
+        `    tcp: 0.0.0.0:${TCP_LISTEN_PORT}`,
+        `    quic: 0.0.0.0:${QUIC_LISTEN_PORT}`,
+        '    firstDataTimeout: 300ms',
+        '    quicIdleTimeout: 5s',
+        'admin: { listen: 127.0.0.1:0 }',
+        `store: { path: ${join(dir, `data-${mode}`)} }`,
+        'policy: { extended: [kakaotalk] }',
+        '',
+      ].join('\n'),
+    );
+    gateway = await startGateway(config, [], 20_000, ['ip', 'netns', 'exec', topology().gateway]);
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-netns-'));
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    await execFileAsync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=server', '-days', '1', '-keyout', key, '-out', cert]);
+    network = createTopology([WEB, KAKAO_CORE, KAKAO_LOCO_RANGE, LINE]);
+    servers = await startInNs(topology().server, process.execPath, [...TSX, SERVER_SCRIPT, JSON.stringify({ cert, key, echoPorts: ECHO_PORTS, bannerPort: BANNER_PORT, udpAddresses: [WEB, LINE] })], 'ready');
+  }, 60_000);
+
+  afterAll(async () => {
+    await gateway?.stop();
+    servers?.kill('SIGKILL');
+    network?.destroy();
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  describe.each(['redirect', 'tproxy'] as const)('TCP intercepted by nftables %s', (mode) => {
+    beforeAll(() => startFor(mode), 30_000);
+
+    it('HTTPS to a blocked app name fails with a handshake alert (curl and openssl)', async () => {
+      const result = await curl(['-k', '--resolve', `talk-pilsner.kakao.com:443:${WEB}`, 'https://talk-pilsner.kakao.com/']);
+      expect(result.code).toBe(35);
+      expect(result.stderr).toMatch(/handshake failure|alert/i);
+      const openssl = await nsExec(topology().client, 'openssl', ['s_client', '-connect', `${WEB}:443`, '-servername', 'legy-jp.line-apps.com', '-brief'], 10_000);
+      expect(openssl.code).not.toBe(0);
+      expect(openssl.stderr + openssl.stdout).toMatch(/handshake failure|alert/i);
+    });
+
+    it('HTTPS to an allowed name reaches the server the client chose, SNI intact', async () => {
+      const result = await curl(['-k', '--resolve', `www.example.org:443:${WEB}`, 'https://www.example.org/']);
+      expect(result.stderr).toBe('');
+      expect(result.stdout).toBe('tls www.example.org www.example.org');
+      const openssl = await nsExec(topology().client, 'openssl', ['s_client', '-connect', `${WEB}:443`, '-servername', 'news.example.net', '-brief'], 10_000);
+      expect(openssl.stderr).toMatch(/CONNECTION ESTABLISHED/);
+    });
+
+    it('an allowed name sent to an address in a blocked app range is still refused', async () => {
+      const result = await curl(['-k', '--resolve', `www.example.org:443:${LINE}`, 'https://www.example.org/']);
+      expect(result.code).not.toBe(0);
+      expect(result.stdout).toBe('');
+    });
+
+    it('plain HTTP is judged on every request Host, and goes to the original address', async () => {
+      const allowed = await curl([`http://${WEB}/`, '-H', 'Host: www.example.org']);
+      expect(allowed.stdout).toBe('http www.example.org');
+      const blocked = await curl(['-o', '/dev/null', '-w', '%{http_code}', `http://${WEB}/`, '-H', 'Host: talk-pilsner.kakao.com']);
+      expect(blocked.stdout).toBe('451');
+      // Keep-alive: the second request on the same connection names a blocked app.
+      const both = await curl(['--resolve', `ok.example.org:80:${WEB}`, '--resolve', `gift.kakao.com:80:${WEB}`, '-w', ' %{http_code}\n', 'http://ok.example.org/', 'http://gift.kakao.com/']);
+      expect(both.stdout).toMatch(/^http ok\.example\.org 200\n/);
+      expect(both.stdout).toMatch(/451\n$/);
+    });
+
+    it('raw TCP is decided on address and port: Kakao LOCO ports on Kakao ranges and LINE networks fail, other ports pass', async () => {
+      expect(await tcp(KAKAO_LOCO_RANGE, 5223)).toMatchObject({ data: '', error: 'ECONNRESET' });
+      expect(await tcp(KAKAO_LOCO_RANGE, 9000)).toMatchObject({ data: 'echo hello', error: null });
+      expect(await tcp(KAKAO_CORE, 9000)).toMatchObject({ data: '', error: 'ECONNRESET' });
+      expect(await tcp(LINE, 9000)).toMatchObject({ data: '', error: 'ECONNRESET' });
+      expect(await tcp(WEB, 5223)).toMatchObject({ data: 'echo hello', error: null });
+    });
+
+    it('a protocol where the server speaks first is passed through after the first-data wait', async () => {
+      expect(await tcp(WEB, BANNER_PORT, '-')).toMatchObject({ data: '220 banner\r\n', error: null });
+    });
+
+    it('a connection aimed at the listener itself is not dialled back into it', async () => {
+      const result = await tcp(topology().gatewayClientSide, TCP_LISTEN_PORT);
+      expect(result.data).toBe('');
+      const text = await metrics();
+      expect(metricValue(text, 'portcullis_proxy_connections_total', 'listener="transparent",result="not-intercepted"')).toBeGreaterThanOrEqual(1);
+    });
+
+    it('counts what it did by listener and layer, with no names or addresses in labels', async () => {
+      const text = await metrics();
+      expect(metricValue(text, 'portcullis_blocked_total', 'app="kakaotalk",layer="tls"')).toBeGreaterThanOrEqual(1);
+      expect(metricValue(text, 'portcullis_blocked_total', 'app="kakaotalk",layer="ip"')).toBeGreaterThanOrEqual(2);
+      expect(metricValue(text, 'portcullis_blocked_total', 'app="line",layer="ip"')).toBeGreaterThanOrEqual(2);
+      expect(metricValue(text, 'portcullis_blocked_total', 'app="kakaotalk",layer="http"')).toBeGreaterThanOrEqual(2);
+      expect(metricValue(text, 'portcullis_proxy_connections_total', 'listener="transparent",result="forwarded"')).toBeGreaterThanOrEqual(5);
+      expect(text).not.toMatch(/kakao\.com|198\.18\.|10\.77\./);
+    });
+  });
+
+  describe('QUIC (UDP 443 by TPROXY)', () => {
+    beforeAll(() => startFor('redirect'), 30_000);
+
+    it('relays an allowed flow both ways, answers coming from the address the client chose', async () => {
+      const replies = await quic(WEB, 'www.example.org', { pieces: 2, extra: 1 });
+      expect(replies.map((r) => r.from)).toEqual([`${WEB}:443`, `${WEB}:443`, `${WEB}:443`]);
+      expect(replies.map((r) => r.data.split(' ').slice(0, 2).join(' '))).toEqual(['ack 1', 'ack 2', 'ack 3']);
+    });
+
+    it('reads QUIC v2 Initials too', async () => {
+      expect(await quic(WEB, 'www.example.org', { pieces: 3, version: 2 })).toHaveLength(3);
+    });
+
+    it('drops a flow whose ClientHello names a blocked app, split over packets or not', async () => {
+      expect(await quic(WEB, 'talk-pilsner.kakao.com', { pieces: 2, extra: 2 })).toEqual([]);
+      expect(await quic(WEB, 'legy-jp.line-apps.com', { pieces: 1, version: 2 })).toEqual([]);
+      const text = await metrics();
+      expect(metricValue(text, 'portcullis_blocked_total', 'app="kakaotalk",layer="quic"')).toBeGreaterThanOrEqual(1);
+      expect(metricValue(text, 'portcullis_blocked_total', 'app="line",layer="quic"')).toBeGreaterThanOrEqual(1);
+    });
+
+    it('drops a flow to a blocked address whatever name it sends, and datagrams that are not QUIC', async () => {
+      expect(await quic(LINE, 'www.example.org')).toEqual([]);
+      const garbage = await nsExec(topology().client, process.execPath, [
+        '-e',
+        `const s=require('node:dgram').createSocket('udp4');s.on('message',()=>{console.log('reply');process.exit(0)});s.send(Buffer.alloc(1200,7),443,'${WEB}');setTimeout(()=>{console.log('none');process.exit(0)},1000);`,
+      ]);
+      expect(garbage.stdout.trim()).toBe('none');
+    });
+  });
+});
