@@ -9,6 +9,9 @@ import { startGateway, loadPolicy } from './gateway.js';
 import { ListManager } from './lists/index.js';
 import { createLogger, silentLogger } from './observability/logger.js';
 import type { AdminRule, Decision } from './policy/index.js';
+import { exportNftables } from './policy/nft-export.js';
+import { writeFileAtomic } from './util/atomic-file.js';
+import { DEFAULTS } from './config/defaults.js';
 import { join } from 'node:path';
 
 /** Exit codes (CONTRACT): 0 ok / allowed, 1 error or invalid, 3 blocked. */
@@ -30,6 +33,9 @@ commands:
   rules     ls [--json]                the admin rules of a running gateway
   rules     add domain|cidr|port VALUE [--action block|allow] [--app ID] [--comment TEXT]
   rules     rm ID
+  export    nft [--config FILE] [--out FILE]
+                                       the IP layer (address and port rules in force) as an nftables
+                                       ruleset, for nft -f: stdout, --out, or nftables.file
 
 options:
   --config FILE       configuration file (default: $PORTCULLIS_CONFIG, else ./portcullis.yaml if present)
@@ -55,7 +61,7 @@ interface Args {
   options: Partial<Record<ValueOption, string>>;
 }
 
-const VALUE_OPTIONS = ['url', 'token', 'action', 'app', 'comment'] as const;
+const VALUE_OPTIONS = ['url', 'token', 'action', 'app', 'comment', 'out'] as const;
 type ValueOption = (typeof VALUE_OPTIONS)[number];
 
 function isValueOption(key: string): key is ValueOption {
@@ -145,6 +151,21 @@ async function commandCheck(args: Args): Promise<number> {
   const decision = checkTarget(engine, target);
   printDecision(targetText, decision, args.json);
   return decision.verdict === 'block' ? EXIT_BLOCKED : EXIT_OK;
+}
+
+async function commandExport(args: Args): Promise<number> {
+  if (args.positionals[0] !== 'nft' || args.positionals.length > 1) {
+    process.stderr.write('usage: portcullis export nft [--config FILE] [--out FILE]\n');
+    return EXIT_ERROR;
+  }
+  const config = await loadConfigOrReport(args);
+  if (config === null) return EXIT_ERROR;
+  const { engine } = await loadPolicy(config, silentLogger, { offline: true });
+  const { ruleset } = exportNftables(engine.current, { table: config.nftables?.table ?? DEFAULTS.nftablesTable });
+  const out = args.options.out ?? config.nftables?.file;
+  if (out === undefined || out === '-') process.stdout.write(ruleset);
+  else await writeFileAtomic(out, ruleset);
+  return EXIT_OK;
 }
 
 function printDecision(target: string, decision: Decision, json: boolean): void {
@@ -348,6 +369,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       return commandApps(args);
     case 'rules':
       return commandRules(args);
+    case 'export':
+      return commandExport(args);
     default:
       process.stderr.write(`unknown command "${args.command}"\n\n${USAGE}`);
       return EXIT_ERROR;

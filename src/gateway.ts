@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { NftFileSync } from './policy/nft-file.js';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadCatalog, type Catalog } from './catalog/index.js';
@@ -126,6 +127,13 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     policy.lists.stop();
     return Promise.resolve();
   });
+  let nft: NftFileSync | null = null;
+  if (config.nftables !== null) {
+    const sync = new NftFileSync(engine, { ...config.nftables, logger, onWritten: (isSuccess) => metrics.reload('nftables', isSuccess) });
+    await step(() => sync.start());
+    started.push(() => sync.stop());
+    nft = sync;
+  }
 
   const decisions = new DecisionLog(config.admin.decisions.kept, config.admin.decisions.clientAddresses, config.admin.decisions.names);
   const onBlocked = (block: BlockEvent): void => {
@@ -221,6 +229,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
       isListening = false;
       activity.stop();
       policy.lists.stop();
+      await nft?.stop();
       await admin.close();
       await proxy.close();
       await dns.close();

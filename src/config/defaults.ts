@@ -74,6 +74,10 @@ export const DEFAULTS = Object.freeze({
   clientHelloMaxBytes: 65_536,
   httpMaxHeadBytes: 16_384,
   proxyIdleTimeoutMs: 300_000,
+  /** nftables table the IP layer is exported to (nftables.table). */
+  nftablesTable: 'portcullis',
+  /** Policy changes that come in a burst are written out once, this long after the last. */
+  nftablesDebounceMs: 200,
   /** Transparent listeners (proxy.transparent.*). */
   transparentMode: 'redirect',
   /**

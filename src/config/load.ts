@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import { isLoopbackHost, parseHostPort } from './address.js';
 import { nativeLoadError, transparentBinding } from '../proxy/transparent/native.js';
 import { DEFAULTS } from './defaults.js';
-import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type TransparentConfig } from './schema.js';
+import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type MergedConfigFile, type TransparentConfig } from './schema.js';
 import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
@@ -145,7 +145,7 @@ function listName(source: string): string {
 }
 
 /** Checks what the schema cannot: addresses, CIDRs, names, tokens, list entries. */
-function semanticProblems(merged: Required<ConfigFile>, at: Locate, baseDir: string): { problems: Problem[]; lists: ListConfig[] } {
+function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string): { problems: Problem[]; lists: ListConfig[] } {
   const problems: Problem[] = [];
   const report = (path: (string | number)[], message: string): void => {
     problems.push({ ...at(path), message });
@@ -375,6 +375,10 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
     },
     store: { path: isAbsolute(storePath) ? storePath : resolve(baseDir, storePath), redis: merged.store.redis ?? null },
     policy: { apps: merged.policy.apps ?? [...DEFAULTS.policyApps], extended: merged.policy.extended ?? [], lists: semantic.lists },
+    nftables:
+      merged.nftables === undefined
+        ? null
+        : { file: resolve(baseDir, merged.nftables.file), apply: merged.nftables.apply ?? false, table: merged.nftables.table ?? DEFAULTS.nftablesTable },
     log: { level: merged.log.level ?? 'info' },
   };
   return { config, problems: [] };

@@ -154,6 +154,16 @@ export const ConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    nftables: Type.Optional(
+      Type.Object(
+        {
+          file: Type.String({ minLength: 1, description: 'where the IP-layer ruleset is written, and rewritten on every policy change' }),
+          apply: Type.Optional(Type.Boolean({ description: 'load it with `nft -f` after writing (needs CAP_NET_ADMIN)' })),
+          table: Type.Optional(Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_]{0,31}$' })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     log: Type.Optional(
       Type.Object(
         { level: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)))) },
@@ -238,10 +248,15 @@ export interface Config {
   admin: { listen: string; tokens: TokenConfig[]; decisions: { kept: number; clientAddresses: boolean; names: boolean } };
   store: { path: string; redis: string | null };
   policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[] };
+  /** The IP layer exported as an nftables ruleset; null when not configured. */
+  nftables: { file: string; apply: boolean; table: string } | null;
   log: { level: string };
 }
 
-export const DEFAULT_FILE: Required<ConfigFile> = {
+/** A config file merged over the defaults: every section present but the optional ones. */
+export type MergedConfigFile = Required<Omit<ConfigFile, 'nftables'>> & Pick<ConfigFile, 'nftables'>;
+
+export const DEFAULT_FILE: MergedConfigFile = {
   dns: { listen: DEFAULTS.dnsListen, upstreams: [...DEFAULTS.dnsUpstreams] },
   proxy: {
     tls: { listen: DEFAULTS.proxyTlsListen, upstreamPort: DEFAULTS.proxyTlsUpstreamPort },

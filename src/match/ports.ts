@@ -71,6 +71,23 @@ export class PortSet {
     return ((bits[port >>> 3] ?? 0) & (1 << (port & 7))) !== 0;
   }
 
+  /** The set as maximal runs of consecutive ports, TCP first (for export, not the hot path). */
+  ranges(): PortRange[] {
+    const out: PortRange[] = [];
+    for (const proto of ['tcp', 'udp'] as const) {
+      let from = -1;
+      for (let port = 0; port <= 65536; port++) {
+        const isIn = port <= 65535 && this.has(proto, port);
+        if (isIn && from === -1) from = port;
+        if (!isIn && from !== -1) {
+          out.push({ proto, from, to: port - 1 });
+          from = -1;
+        }
+      }
+    }
+    return out;
+  }
+
   private merge(other: PortSet, on: boolean): void {
     for (const proto of ['tcp', 'udp'] as const) {
       for (let port = 1; port <= 65535; port++) {

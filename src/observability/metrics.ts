@@ -67,7 +67,7 @@ export interface Metrics {
   proxyClosed(listener: ProxyListener, bytesFromClient: number, bytesToClient: number): void;
   upstreamResult(upstream: string, outcome: 'ok' | (typeof UPSTREAM_ERROR_KINDS)[number], rttMs: number | null): void;
   policySwap(event: SwapEvent): void;
-  reload(kind: 'config' | 'list', isSuccess: boolean): void;
+  reload(kind: 'config' | 'list' | 'nftables', isSuccess: boolean): void;
   authFailure(): void;
   /** Running totals since start, for the console's activity view. */
   totals(): ActivityTotals;
@@ -195,8 +195,8 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
   });
   const buildDuration = new Histogram({ name: 'portcullis_policy_build_duration_seconds', help: 'Time to build a new policy snapshot, by what changed', labelNames: ['reason'] as const, buckets: BUILD_DURATION_BUCKETS, registers });
   const buildBy = { apps: declaredHistogram(buildDuration, { reason: 'apps' }), rules: declaredHistogram(buildDuration, { reason: 'rules' }), lists: declaredHistogram(buildDuration, { reason: 'lists' }) };
-  const reloads = new Counter({ name: 'portcullis_reloads_total', help: 'Configuration reloads (SIGHUP) and list loads, by kind and result', labelNames: ['kind', 'result'] as const, registers });
-  for (const kind of ['config', 'list']) for (const result of ['success', 'failure']) declared(reloads, { kind, result });
+  const reloads = new Counter({ name: 'portcullis_reloads_total', help: 'Configuration reloads (SIGHUP), list loads and nftables exports, by kind and result', labelNames: ['kind', 'result'] as const, registers });
+  for (const kind of ['config', 'list', 'nftables']) for (const result of ['success', 'failure']) declared(reloads, { kind, result });
   new Gauge({
     name: 'portcullis_store_up',
     help: 'Whether the policy store (file or Redis) is reachable and writable (1) or not (0)',

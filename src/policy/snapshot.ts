@@ -19,6 +19,14 @@ export interface DecisionQuery {
 
 export type Verdict = 'allow' | 'block';
 
+/** One prefix of the address rules in force; `portSets` empty when its rules cover every port. */
+export interface AddressPrefix {
+  family: 4 | 6;
+  words: Uint32Array;
+  prefix: number;
+  portSets: PortSet[];
+}
+
 export interface Decision {
   verdict: Verdict;
   app: AppId | null;
@@ -171,6 +179,35 @@ export class PolicySnapshot {
     add(this.overlay, this.overlayActive);
     add(this.lists, this.listsActive);
     return counts;
+  }
+
+  /**
+   * Every address prefix some rule in force lists, with the port sets that limit those rules
+   * (none: they cover every port). For exporting the IP layer; decide() stays the judge.
+   */
+  addressPrefixes(): AddressPrefix[] {
+    const out: AddressPrefix[] = [];
+    const collect = (index: RuleIndex, active: Uint8Array): void => {
+      for (const trie of [index.v4, index.v6]) {
+        const family = trie === index.v4 ? 4 : 6;
+        trie.forEach((words, prefix, ref) => {
+          const ruleIndexes = ref >= 0 ? [ref] : index.groups[-1 - ref]!;
+          const portSets: PortSet[] = [];
+          let isActive = false;
+          for (const i of ruleIndexes) {
+            const rule = index.rules[i]!;
+            if (active[i] !== 1) continue;
+            isActive = true;
+            if (rule.portScope === 'own' && rule.ports !== null) portSets.push(rule.ports);
+            if (rule.portScope === 'app' && rule.app !== null) portSets.push(this.appPorts.get(rule.app) ?? new PortSet());
+          }
+          if (isActive) out.push({ family, words, prefix, portSets });
+        });
+      }
+    };
+    collect(this.overlay, this.overlayActive);
+    collect(this.lists, this.listsActive);
+    return out;
   }
 
   /** The rule deciding one name level across both indexes: an allow before any block. */

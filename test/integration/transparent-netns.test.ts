@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGateway, type GatewayProcess } from '../support/gateway-process.js';
+import { startGateway, waitFor, type GatewayProcess } from '../support/gateway-process.js';
 import { applyNft, createTopology, netnsUnavailable, nsExec, startInNs, type Topology } from '../support/netns/topology.js';
 
 /**
@@ -26,7 +26,9 @@ const KAKAO_LOCO_RANGE = '27.0.236.25';
 const LINE = '147.92.150.1';
 const TCP_LISTEN_PORT = 15001;
 const QUIC_LISTEN_PORT = 15443;
-const ECHO_PORTS = [5223, 9000];
+const ECHO_PORTS = [5223, 5228, 9000];
+/** Left to the kernel (not intercepted): the exported nftables ruleset decides there. */
+const KERNEL_PORT = 5228;
 const BANNER_PORT = 2525;
 const TSX = ['--import', 'tsx'];
 const CLIENT_SCRIPT = fileURLToPath(new URL('../support/netns/client.ts', import.meta.url));
@@ -40,11 +42,11 @@ function nftRuleset(mode: Mode): string {
       ? `table ip portcullis_nat {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    iifname "gc" meta l4proto tcp redirect to :${TCP_LISTEN_PORT}
+    iifname "gc" tcp dport != ${KERNEL_PORT} redirect to :${TCP_LISTEN_PORT}
   }
 }`
       : '';
-  const tproxyTcp = mode === 'tproxy' ? `    iifname "gc" meta l4proto tcp tproxy to :${TCP_LISTEN_PORT} meta mark set 1 accept\n` : '';
+  const tproxyTcp = mode === 'tproxy' ? `    iifname "gc" tcp dport != ${KERNEL_PORT} tproxy to :${TCP_LISTEN_PORT} meta mark set 1 accept\n` : '';
   return `${tcp}
 table ip portcullis_mangle {
   chain prerouting {
@@ -112,6 +114,7 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
         'admin: { listen: 127.0.0.1:0 }',
         `store: { path: ${join(dir, `data-${mode}`)} }`,
         'policy: { extended: [kakaotalk] }',
+        `nftables: { file: ${join(dir, `ip-${mode}.nft`)}, apply: true }`,
         '',
       ].join('\n'),
     );
@@ -188,6 +191,26 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(result.data).toBe('');
       const text = await metrics();
       expect(metricValue(text, 'portcullis_proxy_connections_total', 'listener="transparent",result="not-intercepted"')).toBeGreaterThanOrEqual(1);
+    });
+
+    it('the kernel drops what is not intercepted by the exported ruleset, rewritten on every policy change', async () => {
+      expect(await tcp(KAKAO_LOCO_RANGE, KERNEL_PORT)).toMatchObject({ connected: false, data: '' });
+      expect(await tcp(WEB, KERNEL_PORT)).toMatchObject({ connected: true, data: 'echo hello' });
+      const switchKakao = async (enabled: boolean): Promise<void> => {
+        const url = `${gateway!.adminUrl}/v1/apps/kakaotalk`;
+        const result = await nsExec(topology().gateway, 'curl', ['-sS', '-f', '-X', 'PATCH', '-H', 'content-type: application/json', '-d', JSON.stringify({ enabled }), url]);
+        expect(result.code).toBe(0);
+      };
+      await switchKakao(false);
+      try {
+        await waitFor(async () => (await tcp(KAKAO_LOCO_RANGE, KERNEL_PORT)).data === 'echo hello', 10_000, 'the kernel to let Kakao through');
+      } finally {
+        await switchKakao(true);
+      }
+      await waitFor(async () => !(await tcp(KAKAO_LOCO_RANGE, KERNEL_PORT)).connected, 10_000, 'the kernel to drop Kakao again');
+      const text = await metrics();
+      expect(metricValue(text, 'portcullis_reloads_total', 'kind="nftables",result="success"')).toBeGreaterThanOrEqual(3);
+      expect(metricValue(text, 'portcullis_reloads_total', 'kind="nftables",result="failure"')).toBe(0);
     });
 
     it('counts what it did by listener and layer, with no names or addresses in labels', async () => {
