@@ -102,9 +102,45 @@ describe('deploy/', () => {
     }
   });
 
+  it('transparent mode: the example config and the DaemonSet config are valid, ports and capabilities agree', async () => {
+    const example = await validConfig(await readFile(join(ROOT, 'deploy', 'portcullis.transparent.yaml'), 'utf8'));
+    expect(example.proxy.transparent).toMatchObject({ mode: 'tproxy', tcp: '0.0.0.0:15001', quic: '0.0.0.0:15443' });
+    expect(example.nftables).toMatchObject({ apply: true });
+    const docs = parseAllDocuments(await readFile(join(K8S, 'daemonset-transparent.yaml'), 'utf8')).map((d) => d.toJS() as Manifest);
+    const config = await validConfig(docs.find((m) => m.kind === 'ConfigMap')!.data!['portcullis.yaml']!);
+    const daemonSet = docs.find((m) => m.kind === 'DaemonSet')!;
+    const pod = (daemonSet.spec as { template: { spec: { hostNetwork: boolean; containers: { ports: { name: string; containerPort: number; protocol: string }[]; securityContext: { capabilities: { add: string[] } } }[] } } }).template.spec;
+    expect(pod.hostNetwork).toBe(true);
+    const container = pod.containers[0]!;
+    expect(container.securityContext.capabilities.add).toEqual(expect.arrayContaining(['NET_ADMIN', 'NET_BIND_SERVICE']));
+    const byName = new Map(container.ports.map((p) => [p.name, p]));
+    expect(byName.get('transparent')).toMatchObject({ containerPort: Number(config.proxy.transparent!.tcp!.split(':')[1]), protocol: 'TCP' });
+    expect(byName.get('quic')).toMatchObject({ containerPort: Number(config.proxy.transparent!.quic!.split(':')[1]), protocol: 'UDP' });
+  });
+
+  it.skipIf(process.getuid?.() !== 0 || !existsSync('/usr/sbin/nft'))('nftables examples load (checked by nft in a scratch network namespace; needs root)', () => {
+    const ns = `pcl-nftcheck-${process.pid}`;
+    spawnSync('ip', ['netns', 'add', ns]);
+    try {
+      for (const file of ['redirect.nft', 'tproxy.nft']) {
+        const result = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-c', '-f', join(ROOT, 'deploy', 'nftables', file)], { encoding: 'utf8' });
+        expect({ file, stderr: result.stderr, status: result.status }).toEqual({ file, stderr: '', status: 0 });
+      }
+    } finally {
+      spawnSync('ip', ['netns', 'del', ns]);
+    }
+  });
+
+  it('systemd: the transparent drop-in adds CAP_NET_ADMIN and nothing else', async () => {
+    const dropIn = await readFile(join(ROOT, 'deploy', 'systemd', 'transparent.conf'), 'utf8');
+    expect(dropIn).toMatch(/^AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_ADMIN$/m);
+    expect(dropIn).toMatch(/^CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_ADMIN$/m);
+  });
+
   it('Dockerfile: built with npm ci, runs the CLI as a non-root user, ships the catalog', async () => {
     const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8');
     expect(dockerfile).toMatch(/RUN npm ci/);
+    expect(dockerfile).toMatch(/COPY --from=build \/src\/build\/Release\/portcullis_transparent\.node/);
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^COPY blocklists /m);
     expect(dockerfile).toMatch(/ENTRYPOINT \["node", "\/opt\/portcullis\/dist\/cli\.js", "start"/);

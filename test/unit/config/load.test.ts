@@ -88,10 +88,12 @@ describe('loadConfigChecked: defaults', () => {
         httpMaxHeadBytes: 16_384,
         connectTimeoutMs: 5_000,
         idleTimeoutMs: 300_000,
+        transparent: null,
       },
       admin: { listen: '127.0.0.1:9090', tokens: [], decisions: { kept: 1000, clientAddresses: false, names: true } },
       store: { path: join(dir, 'data'), redis: null },
       policy: { apps: ['kakaotalk', 'line', 'didi', 'talkbox', 'vower'], extended: [], lists: [] },
+      nftables: null,
       log: { level: 'info' },
     });
   });
@@ -682,6 +684,12 @@ describe('CONFIG_KEYS', () => {
       'proxy.httpMaxHeadBytes': 'PORTCULLIS_PROXY_HTTP_MAX_HEAD_BYTES',
       'proxy.connectTimeout': 'PORTCULLIS_PROXY_CONNECT_TIMEOUT',
       'proxy.idleTimeout': 'PORTCULLIS_PROXY_IDLE_TIMEOUT',
+      'proxy.transparent.mode': 'PORTCULLIS_PROXY_TRANSPARENT_MODE',
+      'proxy.transparent.tcp': 'PORTCULLIS_PROXY_TRANSPARENT_TCP',
+      'proxy.transparent.quic': 'PORTCULLIS_PROXY_TRANSPARENT_QUIC',
+      'proxy.transparent.firstDataTimeout': 'PORTCULLIS_PROXY_TRANSPARENT_FIRST_DATA_TIMEOUT',
+      'proxy.transparent.quicIdleTimeout': 'PORTCULLIS_PROXY_TRANSPARENT_QUIC_IDLE_TIMEOUT',
+      'proxy.transparent.quicMaxFlows': 'PORTCULLIS_PROXY_TRANSPARENT_QUIC_MAX_FLOWS',
       'admin.listen': 'PORTCULLIS_ADMIN_LISTEN',
       'admin.tokens': 'PORTCULLIS_ADMIN_TOKENS',
       'admin.decisions.kept': 'PORTCULLIS_ADMIN_DECISIONS_KEPT',
@@ -692,6 +700,9 @@ describe('CONFIG_KEYS', () => {
       'policy.apps': 'PORTCULLIS_POLICY_APPS',
       'policy.extended': 'PORTCULLIS_POLICY_EXTENDED',
       'policy.lists': 'PORTCULLIS_POLICY_LISTS',
+      'nftables.file': 'PORTCULLIS_NFTABLES_FILE',
+      'nftables.apply': 'PORTCULLIS_NFTABLES_APPLY',
+      'nftables.table': 'PORTCULLIS_NFTABLES_TABLE',
       'log.level': 'PORTCULLIS_LOG_LEVEL',
     });
   });
@@ -741,6 +752,15 @@ describe('CONFIG_KEYS', () => {
       PORTCULLIS_PROXY_HTTP_MAX_HEAD_BYTES: '8192',
       PORTCULLIS_PROXY_CONNECT_TIMEOUT: '3s',
       PORTCULLIS_PROXY_IDLE_TIMEOUT: '1m',
+      PORTCULLIS_PROXY_TRANSPARENT_MODE: 'tproxy',
+      PORTCULLIS_PROXY_TRANSPARENT_TCP: '0.0.0.0:15001',
+      PORTCULLIS_PROXY_TRANSPARENT_QUIC: '0.0.0.0:15443',
+      PORTCULLIS_PROXY_TRANSPARENT_FIRST_DATA_TIMEOUT: '500ms',
+      PORTCULLIS_PROXY_TRANSPARENT_QUIC_IDLE_TIMEOUT: '20s',
+      PORTCULLIS_PROXY_TRANSPARENT_QUIC_MAX_FLOWS: '500',
+      PORTCULLIS_NFTABLES_FILE: '/var/lib/portcullis/ip-layer.nft',
+      PORTCULLIS_NFTABLES_APPLY: 'true',
+      PORTCULLIS_NFTABLES_TABLE: 'gate',
       PORTCULLIS_ADMIN_LISTEN: '127.0.0.1:9999',
       PORTCULLIS_ADMIN_TOKENS: '[{"name":"ops","token":"0123456789abcdef","scopes":["admin"]}]',
       PORTCULLIS_ADMIN_DECISIONS_KEPT: '50',
@@ -760,6 +780,8 @@ describe('CONFIG_KEYS', () => {
     expect(config.store).toEqual({ path: '/var/lib/portcullis', redis: 'redis://127.0.0.1:6379/0' });
     expect(config.policy.extended).toEqual(['kakaotalk']);
     expect(config.log.level).toBe('debug');
+    expect(config.proxy.transparent).toEqual({ mode: 'tproxy', tcp: '0.0.0.0:15001', quic: '0.0.0.0:15443', firstDataTimeoutMs: 500, quicIdleTimeoutMs: 20_000, quicMaxFlows: 500 });
+    expect(config.nftables).toEqual({ file: '/var/lib/portcullis/ip-layer.nft', apply: true, table: 'gate' });
     expect(config.proxy).toMatchObject({
       blockAction: 'rst',
       maxConnections: 100,
