@@ -74,8 +74,8 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
   let gateway: GatewayProcess | null = null;
 
   const client = (args: string[], timeoutMs = 10_000) => nsExec(topology().client, process.execPath, [...TSX, CLIENT_SCRIPT, ...args], timeoutMs);
-  const tcp = async (host: string, port: number, payload = 'hello'): Promise<TcpResult> => {
-    const result = await client(['tcp', host, String(port), payload]);
+  const tcp = async (host: string, port: number, payload = 'hello', gapMs = 0): Promise<TcpResult> => {
+    const result = await client(['tcp', host, String(port), payload, String(gapMs)]);
     return JSON.parse(result.stdout) as TcpResult;
   };
   const quic = async (host: string, name: string, options: { pieces?: number; version?: 1 | 2; extra?: number } = {}): Promise<{ from: string; data: string }[]> => {
@@ -172,6 +172,13 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       const both = await curl(['--resolve', `ok.example.org:80:${WEB}`, '--resolve', `gift.kakao.com:80:${WEB}`, '-w', ' %{http_code}\n', 'http://ok.example.org/', 'http://gift.kakao.com/']);
       expect(both.stdout).toMatch(/^http ok\.example\.org 200\n/);
       expect(both.stdout).toMatch(/451\n$/);
+    });
+
+    it('a request dripped byte by byte past the first-data wait is still judged on its Host', async () => {
+      const dripped = await tcp(WEB, 80, 'G|E|T| / HTTP/1.1\r\nHost: talk-pilsner.kakao.com\r\n\r\n', 200);
+      expect(dripped.data).toMatch(/^HTTP\/1\.1 451 /);
+      const allowed = await tcp(WEB, 80, 'G|ET / HTTP/1.1\r\nHost: www.example.org\r\nConnection: close\r\n\r\n', 400);
+      expect(allowed.data).toMatch(/^HTTP\/1\.1 200 [\s\S]*http www\.example\.org$/);
     });
 
     it('raw TCP is decided on address and port: Kakao LOCO ports on Kakao ranges and LINE networks fail, other ports pass', async () => {

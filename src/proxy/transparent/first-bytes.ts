@@ -29,14 +29,16 @@ export function classifyFirstBytes(bytes: Uint8Array): FirstBytesKind {
 }
 
 /**
- * Reads until the first bytes can be classified, the deadline passes ('timeout', with what
- * arrived), or the client goes away. The bytes are put back into the socket (unshift), so the
- * handler that takes over reads the stream from its first byte.
+ * Reads until the first bytes can be classified. Two deadlines: `firstDataMs` while nothing has
+ * come ('timeout': the server may be the one to speak first), then `classifyMs` for the rest of
+ * a method token ('incomplete': a client dripping "G", "E", "T" to slip its Host past the
+ * sniffer is refused, not waved through). The bytes are put back into the socket (unshift), so
+ * the handler that takes over reads the stream from its first byte.
  */
-export function sniffFirstBytes(socket: Socket, timeoutMs: number): Promise<{ kind: FirstBytesKind | 'timeout' | 'closed'; bytes: Buffer }> {
+export function sniffFirstBytes(socket: Socket, deadlines: { firstDataMs: number; classifyMs: number }): Promise<{ kind: FirstBytesKind | 'timeout' | 'incomplete' | 'closed'; bytes: Buffer }> {
   return new Promise((resolve) => {
     let buffered: Buffer = Buffer.alloc(0);
-    const finish = (kind: FirstBytesKind | 'timeout' | 'closed'): void => {
+    const finish = (kind: FirstBytesKind | 'timeout' | 'incomplete' | 'closed'): void => {
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
@@ -46,12 +48,17 @@ export function sniffFirstBytes(socket: Socket, timeoutMs: number): Promise<{ ki
       resolve({ kind, bytes: buffered });
     };
     const onData = (chunk: Buffer): void => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const isFirst = buffered.length === 0;
+      buffered = isFirst ? chunk : Buffer.concat([buffered, chunk]);
       const kind = classifyFirstBytes(buffered);
       if (kind !== 'need-more') finish(kind);
+      else if (isFirst) {
+        clearTimeout(timer);
+        timer = setTimeout(() => finish('incomplete'), deadlines.classifyMs);
+      }
     };
     const onEnd = (): void => finish('closed');
-    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    let timer = setTimeout(() => finish('timeout'), deadlines.firstDataMs);
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('close', onEnd);

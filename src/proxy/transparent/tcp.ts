@@ -60,9 +60,15 @@ export async function handleTransparentConnection(socket: Socket, options: Trans
     return;
   }
 
-  const first = await sniffFirstBytes(socket, options.firstDataTimeoutMs);
+  const first = await sniffFirstBytes(socket, { firstDataMs: options.firstDataTimeoutMs, classifyMs: options.clientHelloTimeoutMs });
   if (first.kind === 'closed') {
     socket.destroy();
+    done();
+    return;
+  }
+  if (first.kind === 'incomplete') {
+    report('transparent', 'timeout', null);
+    socket.resetAndDestroy();
     done();
     return;
   }

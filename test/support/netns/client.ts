@@ -2,7 +2,9 @@
  * The client side of the transparent-gateway test, run inside the client namespace; prints one
  * JSON line.
  *
- *   tcp HOST PORT PAYLOAD   connect, send PAYLOAD ("-" sends nothing), collect what comes back
+ *   tcp HOST PORT PAYLOAD [GAP_MS]
+ *                           connect, send PAYLOAD ("-" sends nothing; "|" splits it into pieces
+ *                           sent GAP_MS apart), collect what comes back
  *   quic HOST PORT NAME PIECES VERSION EXTRA
  *                           send a ClientHello for NAME in PIECES Initial packets (QUIC v1 or
  *                           v2), then EXTRA more datagrams, and collect the answers
@@ -12,7 +14,7 @@ import { connect } from 'node:net';
 import { QUIC_V1, QUIC_V2 } from '../../../src/proxy/quic/initial.js';
 import { browserHello, clientInitials } from '../quic-initial.js';
 
-const WAIT_MS = 1_500;
+const WAIT_MS = 2_500;
 const SETTLE_MS = 100;
 const [command, host = '', portText = '0', ...rest] = process.argv.slice(2);
 const port = Number(portText);
@@ -23,6 +25,7 @@ function print(result: unknown): void {
 
 if (command === 'tcp') {
   const payload = rest[0] ?? '-';
+  const gapMs = Number(rest[1] ?? '0');
   let data = '';
   let connected = false;
   const socket = connect({ host, port });
@@ -37,7 +40,8 @@ if (command === 'tcp') {
   const timer = setTimeout(() => finish(null), WAIT_MS);
   socket.on('connect', () => {
     connected = true;
-    if (payload !== '-') socket.write(payload);
+    if (payload === '-') return;
+    payload.split('|').forEach((piece, i) => setTimeout(() => socket.write(piece), i * gapMs));
   });
   socket.on('data', (chunk: Buffer) => {
     data += chunk.toString('latin1');
