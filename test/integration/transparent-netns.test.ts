@@ -1,4 +1,5 @@
 import { execFile, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +32,7 @@ const ECHO_PORTS = [5223, 5228, 9000];
 const KERNEL_PORT = 5228;
 const BANNER_PORT = 2525;
 const TSX = ['--import', 'tsx'];
+const CHROMIUM = '/usr/bin/chromium';
 const CLIENT_SCRIPT = fileURLToPath(new URL('../support/netns/client.ts', import.meta.url));
 const SERVER_SCRIPT = fileURLToPath(new URL('../support/netns/servers.ts', import.meta.url));
 
@@ -251,6 +253,33 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(metricValue(text, 'portcullis_blocked_total', 'app="kakaotalk",layer="quic"')).toBeGreaterThanOrEqual(1);
       expect(metricValue(text, 'portcullis_blocked_total', 'app="line",layer="quic"')).toBeGreaterThanOrEqual(1);
     });
+
+    it.skipIf(!existsSync(CHROMIUM) && process.env.CI !== 'true')('a real browser: Chromium forced onto QUIC is relayed for an allowed name, dropped for a blocked one', async () => {
+      const chromium = (host: string) =>
+        nsExec(
+          topology().client,
+          CHROMIUM,
+          [
+            ...['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+            `--user-data-dir=${join(dir, `chromium-${host}`)}`,
+            '--enable-quic',
+            `--origin-to-force-quic-on=${host}:443`,
+            `--host-resolver-rules=MAP * ${WEB}`,
+            '--dump-dom',
+            `https://${host}/`,
+          ],
+          30_000,
+        );
+      const count = (text: string, labels: string): number => metricValue(text, 'portcullis_proxy_connections_total', labels);
+      const before = await metrics();
+      await chromium('www.example.org');
+      const afterAllowed = await metrics();
+      expect(count(afterAllowed, 'listener="quic",result="forwarded"')).toBeGreaterThan(count(before, 'listener="quic",result="forwarded"'));
+      await chromium('talk-pilsner.kakao.com');
+      const afterBlocked = await metrics();
+      expect(metricValue(afterBlocked, 'portcullis_blocked_total', 'app="kakaotalk",layer="quic"')).toBeGreaterThan(metricValue(afterAllowed, 'portcullis_blocked_total', 'app="kakaotalk",layer="quic"'));
+      expect(count(afterBlocked, 'listener="quic",result="forwarded"')).toBe(count(afterAllowed, 'listener="quic",result="forwarded"'));
+    }, 90_000);
 
     it('drops a flow to a blocked address whatever name it sends, and datagrams that are not QUIC', async () => {
       expect(await quic(LINE, 'www.example.org')).toEqual([]);
