@@ -80,8 +80,9 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
     const result = await client(['tcp', host, String(port), payload, String(gapMs)]);
     return JSON.parse(result.stdout) as TcpResult;
   };
-  const quic = async (host: string, name: string, options: { pieces?: number; version?: 1 | 2; extra?: number } = {}): Promise<{ from: string; data: string }[]> => {
-    const result = await client(['quic', host, '443', name, String(options.pieces ?? 2), String(options.version ?? 1), String(options.extra ?? 0)]);
+  const quic = async (host: string, name: string, options: { pieces?: number; version?: 1 | 2; extra?: number; reverse?: boolean } = {}): Promise<{ from: string; data: string }[]> => {
+    const args = [String(options.pieces ?? 2), String(options.version ?? 1), String(options.extra ?? 0), options.reverse === true ? 'reverse' : 'in-order'];
+    const result = await client(['quic', host, '443', name, ...args]);
     return (JSON.parse(result.stdout) as { replies: { from: string; data: string }[] }).replies;
   };
   const curl = (args: string[]) => nsExec(topology().client, 'curl', ['-sS', '--max-time', '5', ...args]);
@@ -242,8 +243,10 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(replies.map((r) => r.data.split(' ').slice(0, 2).join(' '))).toEqual(['ack 1', 'ack 2', 'ack 3']);
     });
 
-    it('reads QUIC v2 Initials too', async () => {
+    it('reads QUIC v2 Initials too, and a hello whose packets arrive last first', async () => {
       expect(await quic(WEB, 'www.example.org', { pieces: 3, version: 2 })).toHaveLength(3);
+      expect(await quic(WEB, 'www.example.org', { pieces: 3, reverse: true })).toHaveLength(3);
+      expect(await quic(WEB, 'gift.kakao.com', { pieces: 3, reverse: true })).toEqual([]);
     });
 
     it('drops a flow whose ClientHello names a blocked app, split over packets or not', async () => {

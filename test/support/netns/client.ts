@@ -5,9 +5,10 @@
  *   tcp HOST PORT PAYLOAD [GAP_MS]
  *                           connect, send PAYLOAD ("-" sends nothing; "|" splits it into pieces
  *                           sent GAP_MS apart), collect what comes back
- *   quic HOST PORT NAME PIECES VERSION EXTRA
+ *   quic HOST PORT NAME PIECES VERSION EXTRA [reverse]
  *                           send a ClientHello for NAME in PIECES Initial packets (QUIC v1 or
- *                           v2), then EXTRA more datagrams, and collect the answers
+ *                           v2; last first with "reverse"), then EXTRA more datagrams, and
+ *                           collect the answers
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
@@ -16,6 +17,8 @@ import { browserHello, clientInitials } from '../quic-initial.js';
 
 const WAIT_MS = 2_500;
 const SETTLE_MS = 100;
+/** How long answers to QUIC datagrams are waited for (the relay answers within milliseconds). */
+const QUIC_WAIT_MS = 1_000;
 const [command, host = '', portText = '0', ...rest] = process.argv.slice(2);
 const port = Number(portText);
 
@@ -52,9 +55,10 @@ if (command === 'tcp') {
   socket.on('end', () => finish(null));
   socket.on('error', (err: NodeJS.ErrnoException) => finish(err.code ?? err.message));
 } else if (command === 'quic') {
-  const [name = '', piecesText = '2', versionText = '1', extraText = '0'] = rest;
+  const [name = '', piecesText = '2', versionText = '1', extraText = '0', order = 'in-order'] = rest;
   const version = versionText === '2' ? QUIC_V2 : QUIC_V1;
   const datagrams = clientInitials(browserHello(name), { version, pieces: Number(piecesText) });
+  if (order === 'reverse') datagrams.reverse();
   for (let i = 0; i < Number(extraText); i++) datagrams.push(Buffer.from(`extra datagram ${i}`));
   const replies: { from: string; data: string }[] = [];
   const socket = createSocket('udp4');
@@ -64,7 +68,7 @@ if (command === 'tcp') {
     setTimeout(() => {
       socket.close();
       print({ replies });
-    }, WAIT_MS + datagrams.length * 30);
+    }, QUIC_WAIT_MS + datagrams.length * 30);
   });
 } else {
   process.stderr.write(`unknown command ${String(command)}\n`);
