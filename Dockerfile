@@ -22,7 +22,7 @@ WORKDIR /opt/portcullis
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
-COPY --from=build /src/build/Release/portcullis_transparent.node ./build/Release/
+COPY --from=build /src/build/Release/portcullis_native.node ./build/Release/
 COPY blocklists ./blocklists
 RUN mkdir -p /var/lib/portcullis /etc/portcullis && chown node:node /var/lib/portcullis
 USER node

@@ -1,10 +1,10 @@
 {
   "targets": [
     {
-      "target_name": "portcullis_transparent",
+      "target_name": "portcullis_native",
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["native/transparent.c"],
+          "sources": ["native/addon.c", "native/common.c", "native/transparent.c", "native/udp-batch.c"],
           "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
         }]
       ]

@@ -10,9 +10,7 @@
 //   an address that is not local: the listener behind a TPROXY rule, and the per-flow socket
 //   that answers a client from the address it meant to reach.
 //
-// Kept to plain Node-API and libuv (no C++ wrapper library) so it builds with the toolchain
-// and headers a Node installation already has. Linux only; binding.gyp builds nothing
-// elsewhere and the gateway refuses transparent mode there.
+// Linux only; binding.gyp builds nothing elsewhere and the gateway refuses transparent mode there.
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +24,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "addon.h"
 
 #ifndef IP_RECVORIGDSTADDR
 #define IP_RECVORIGDSTADDR 20
@@ -44,78 +44,6 @@
 #define MAX_DATAGRAM 65535
 // Datagrams read per readiness event before yielding to the event loop.
 #define READ_BATCH 64
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char message[160];
-  snprintf(message, sizeof message, "%s: %s", what, strerror(err));
-  napi_value code, text, error;
-  napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, NULL, text, &error);
-  napi_value errno_value;
-  napi_create_int32(env, err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_throw(env, error);
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *message) {
-  napi_throw_type_error(env, NULL, message);
-  return NULL;
-}
-
-static int arg_int(napi_env env, napi_value value, int32_t *out) {
-  return napi_get_value_int32(env, value, out) == napi_ok;
-}
-
-static int arg_string(napi_env env, napi_value value, char *out, size_t size) {
-  size_t length;
-  return napi_get_value_string_utf8(env, value, out, size, &length) == napi_ok;
-}
-
-// Fills `out` from text address + port; returns its length, or 0 when the text is no address.
-static socklen_t to_sockaddr(const char *address, int port, struct sockaddr_storage *out) {
-  memset(out, 0, sizeof *out);
-  struct sockaddr_in *v4 = (struct sockaddr_in *)out;
-  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
-  if (inet_pton(AF_INET, address, &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons((uint16_t)port);
-    return sizeof *v4;
-  }
-  if (inet_pton(AF_INET6, address, &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons((uint16_t)port);
-    return sizeof *v6;
-  }
-  return 0;
-}
-
-// { address, port } of a socket address, or undefined for a family we do not speak.
-static napi_value from_sockaddr(napi_env env, const struct sockaddr_storage *address) {
-  char text[INET6_ADDRSTRLEN] = {0};
-  int port;
-  if (address->ss_family == AF_INET) {
-    const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
-    inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
-    port = ntohs(v4->sin_port);
-  } else if (address->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
-    inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
-    port = ntohs(v6->sin6_port);
-  } else {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    return undefined;
-  }
-  napi_value result, address_value, port_value;
-  napi_create_object(env, &result);
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &address_value);
-  napi_create_int32(env, port, &port_value);
-  napi_set_named_property(env, result, "address", address_value);
-  napi_set_named_property(env, result, "port", port_value);
-  return result;
-}
 
 // originalDestination(fd, family) -> { address, port } | null (null: no NAT entry, i.e. the
 // connection was not redirected).
@@ -390,7 +318,7 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+void register_transparent(napi_env env, napi_value exports) {
   napi_property_descriptor functions[] = {
       {"originalDestination", NULL, original_destination, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTransparent", NULL, set_transparent, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -405,7 +333,4 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value udp_class;
   napi_define_class(env, "UdpSocket", NAPI_AUTO_LENGTH, udp_new, NULL, sizeof methods / sizeof methods[0], methods, &udp_class);
   napi_set_named_property(env, exports, "UdpSocket", udp_class);
-  return exports;
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -8,7 +8,7 @@ import { maskWords, parseCidr, parseIp } from '../match/ip.js';
 import { normalizeQueryName, tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
 import { isLoopbackHost, parseHostPort } from './address.js';
-import { nativeLoadError, transparentBinding } from '../proxy/transparent/native.js';
+import { nativeLoadError, nativeBinding } from '../util/native-addon.js';
 import { DEFAULTS } from './defaults.js';
 import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type MergedConfigFile, type TransparentConfig } from './schema.js';
 import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
@@ -185,7 +185,7 @@ function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string)
   checkListen(['proxy', 'http', 'listen'], merged.proxy.http?.listen);
   checkListen(['proxy', 'transparent', 'tcp'], merged.proxy.transparent?.tcp);
   checkListen(['proxy', 'transparent', 'quic'], merged.proxy.transparent?.quic);
-  if ((merged.proxy.transparent?.tcp !== undefined || merged.proxy.transparent?.quic !== undefined) && transparentBinding() === null) {
+  if ((merged.proxy.transparent?.tcp !== undefined || merged.proxy.transparent?.quic !== undefined) && nativeBinding() === null) {
     report(['proxy', 'transparent'], `transparent listeners need the native addon built at install (Linux only): ${nativeLoadError()}`);
   }
   checkListen(['admin', 'listen'], merged.admin.listen);
@@ -281,6 +281,7 @@ function resolveDns(dns: NonNullable<ConfigFile['dns']>, baseDir: string): DnsCo
     dot: dns.dot ?? null,
     doh: dns.doh === undefined ? null : { listen: dns.doh.listen, path: dns.doh.path ?? DEFAULTS.dnsDohPath },
     workers: dns.workers ?? 1,
+    udpBatching: dns.udpBatching ?? true,
   };
 }
 

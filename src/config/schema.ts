@@ -86,6 +86,7 @@ export const ConfigSchema = Type.Object(
           dot: Type.Optional(Type.Object({ listen: HostPort }, { additionalProperties: false })),
           doh: Type.Optional(Type.Object({ listen: HostPort, path: Type.Optional(Type.String({ pattern: '^/' })) }, { additionalProperties: false })),
           workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+          udpBatching: Type.Optional(Type.Boolean({ description: 'serve UDP through the native batch socket (recvmmsg/sendmmsg) when the addon is built' })),
         },
         { additionalProperties: false },
       ),
@@ -237,6 +238,8 @@ export interface DnsConfig {
   dot: { listen: string } | null;
   doh: { listen: string; path: string } | null;
   workers: number;
+  /** UDP through the native batch socket when the addon is there; dns2's dgram server otherwise. */
+  udpBatching: boolean;
 }
 
 /** The configuration with every default filled in and every value checked. */

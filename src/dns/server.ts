@@ -9,7 +9,9 @@ import type { Logger } from '../observability/logger.js';
 import { AnswerCache, DEFAULT_CACHE_LIMITS } from './cache.js';
 import { createDnsChain, type DnsChainOptions, type PolicyView } from './chain.js';
 import { ClientAcl, ClientRateLimiter, DEFAULT_CLIENT_NETWORKS } from './client-limits.js';
-import { DnsUdpListener, createDohListener, createDotListener, createTcpListener, type StreamLimits } from './listeners.js';
+import { DnsUdpListener, createDohListener, createDotListener, createTcpListener, type DnsHandler, type StreamLimits } from './listeners.js';
+import { DnsUdpBatchListener } from './udp-batch-listener.js';
+import { nativeBinding, nativeLoadError } from '../util/native-addon.js';
 import { UpstreamPool, type UpstreamPoolOptions } from './upstream.js';
 import type { UpstreamResolver } from './upstream-types.js';
 
@@ -35,12 +37,49 @@ export interface DnsAddresses {
 /** Tries at finding one port free for both UDP and TCP when the listen port is 0. */
 const ANY_PORT_ATTEMPTS = 8;
 
+/** The UDP listener, whichever socket it runs on. */
+interface UdpListener {
+  /** Binds and starts serving; rejects with the socket error (code EADDRINUSE...). */
+  listen(port: number, host: string): Promise<{ address: string; port: number }>;
+  close(): Promise<void>;
+}
+
+/** dns2's UDP server (Node's dgram): one datagram per call and per system call. */
+function dgramUdpListener(type: 'udp4' | 'udp6', chain: DnsHandler, log: Logger): UdpListener {
+  const server = new DnsUdpListener(type, chain, log);
+  return {
+    listen: (port, host) =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.bind(port, host, () => {
+          server.off('error', reject);
+          resolve(server.address());
+        });
+      }),
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** The native batch socket (native/udp-batch.c). */
+function batchUdpListener(binding: NonNullable<ReturnType<typeof nativeBinding>>, chain: DnsHandler, log: Logger): UdpListener {
+  const listener = new DnsUdpBatchListener(binding, chain, log);
+  return {
+    listen: (port, host) => Promise.resolve().then(() => listener.listen(port, host)),
+    close: () => {
+      listener.close();
+      return Promise.resolve();
+    },
+  };
+}
+
 /** One resolver: the handler chain, its cache and upstream pool, and every listener. */
 export class DnsServer {
   readonly cache: AnswerCache;
   readonly upstream: UpstreamResolver;
-  private udp: DnsUdpListener;
-  private readonly newUdp: () => DnsUdpListener;
+  /** Which socket serves UDP: the native batch socket, or dns2's dgram server. */
+  readonly udpIo: 'batch' | 'dgram';
+  private udp: UdpListener;
+  private readonly newUdp: () => UdpListener;
   private readonly streams: NetServer[] = [];
   private readonly named = new Map<'tcp' | 'dot' | 'doh', NetServer>();
   private readonly deps: DnsServerDeps;
@@ -55,7 +94,10 @@ export class DnsServer {
     const log = logger.child({ component: 'dns' });
     const listen = parseListenAddress(config.listen, 'dns.listen');
     const limits: StreamLimits = { idleTimeoutMs: config.tcp.idleTimeoutMs, maxConnections: config.tcp.maxConnections, maxPipelined: config.tcp.maxPipelined };
-    this.newUdp = () => new DnsUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log);
+    const binding = config.udpBatching ? nativeBinding() : null;
+    if (config.udpBatching && binding === null) log.info({ reason: nativeLoadError() }, 'dns.udpBatching: native addon not available, UDP served through dgram');
+    this.udpIo = binding === null ? 'dgram' : 'batch';
+    this.newUdp = () => (binding === null ? dgramUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log) : batchUdpListener(binding, chain, log));
     this.udp = this.newUdp();
     this.named.set('tcp', createTcpListener(chain, limits, log));
     if (config.dot !== null && tls !== null) this.named.set('dot', createDotListener(chain, limits, tls, log));
@@ -111,20 +153,13 @@ export class DnsServer {
     let udpAddress: { address: string; port: number } | null = null;
     let tcpAddress: { address: string; port: number } | null = null;
     for (let attempt = 0; tcpAddress === null; attempt++) {
-      await new Promise<void>((resolve, reject) => {
-        this.udp.once('error', reject);
-        this.udp.bind(main.port, main.host, () => {
-          this.udp.off('error', reject);
-          resolve();
-        });
-      });
-      udpAddress = this.udp.address();
+      udpAddress = await this.udp.listen(main.port, main.host);
       try {
         tcpAddress = await bind(this.named.get('tcp')!, main.host, main.port === 0 ? udpAddress.port : main.port);
       } catch (e: unknown) {
         const isTaken = (e as NodeJS.ErrnoException).code === 'EADDRINUSE';
         if (main.port !== 0 || !isTaken || attempt >= ANY_PORT_ATTEMPTS) throw e;
-        await new Promise<void>((resolve) => this.udp.close(() => resolve()));
+        await this.udp.close();
         this.udp = this.newUdp();
       }
     }
@@ -139,16 +174,12 @@ export class DnsServer {
       const at = parseListenAddress(config.doh.listen, 'dns.doh.listen');
       addresses.doh = await bind(doh, at.host, at.port);
     }
-    this.deps.logger.info({ component: 'dns', ...addresses }, 'dns listening');
+    this.deps.logger.info({ component: 'dns', ...addresses, udpIo: this.udpIo }, 'dns listening');
     return addresses;
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.udp.close(() => {
-        resolve();
-      });
-    });
+    await this.udp.close();
     const closing = Promise.all(
       this.streams.map(
         (server) =>

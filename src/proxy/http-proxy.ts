@@ -6,7 +6,7 @@ import { dialAddress, dialDestination, splice, type DialDeps, type DialOutcome }
 import { bodyLength, readRequestHead, type RequestHead } from './http/index.js';
 import { SocketReader } from './socket-reader.js';
 import { readHello, reportBlocked, type ProxyEvents, type ProxyListener } from './tls-proxy.js';
-import type { Endpoint } from './transparent/native.js';
+import type { Endpoint } from '../util/native-addon.js';
 
 export interface HttpProxyOptions extends ProxyEvents {
   dial: DialDeps;

@@ -11,7 +11,7 @@ import type { DialDeps } from './dial.js';
 import { DialGuard } from './dial-guard.js';
 import { handleHttpConnection } from './http-proxy.js';
 import { handleTlsConnection, type ProxyEvents, type ProxyListener } from './tls-proxy.js';
-import { nativeLoadError, socketFd, transparentBinding, type Endpoint } from './transparent/native.js';
+import { nativeLoadError, socketFd, nativeBinding, type Endpoint } from '../util/native-addon.js';
 import { QuicRelay } from './transparent/quic-relay.js';
 import { handleTransparentConnection } from './transparent/tcp.js';
 
@@ -44,7 +44,7 @@ export class ProxyServer {
   private readonly open = new Set<Socket>();
   private readonly openBy = { tls: 0, http: 0, transparent: 0 };
   private readonly deps: ProxyServerDeps;
-  private readonly binding = transparentBinding();
+  private readonly binding = nativeBinding();
   private localAddresses = { at: Number.NEGATIVE_INFINITY, addresses: new Set<string>() };
 
   constructor(deps: ProxyServerDeps) {

@@ -741,10 +741,21 @@ const CORPUS: CorpusCase[] = [
   { name: 'empty datagram', packet: Buffer.alloc(0), rcode: null },
 ];
 
-describe('malformed-packet corpus', () => {
+// UDP is served by the native batch socket when the addon is built, by dns2's dgram server
+// otherwise: both face the corpus and the fuzz.
+const UDP_PATHS = [
+  ['the native batch socket', 'true'],
+  ['dns2 (dgram)', 'false'],
+] as const;
+
+describe.each(UDP_PATHS)('malformed-packet corpus, UDP through %s', (_path, batching) => {
   let r: Resolver;
   beforeAll(async () => {
-    r = await startResolver({ overrides: { 'dns.rateLimit.perSecond': '0' }, keep: true });
+    r = await startResolver({ overrides: { 'dns.rateLimit.perSecond': '0', 'dns.udpBatching': batching }, keep: true });
+  });
+
+  it('serves UDP through the socket asked for (the addon is built wherever the tests run)', () => {
+    expect(r.server.udpIo).toBe(batching === 'true' ? 'batch' : 'dgram');
   });
   afterAll(async () => {
     await r.close();
@@ -874,7 +885,7 @@ function fuzzPackets(seed: number): Buffer[] {
   return out;
 }
 
-describe('random-bytes fuzz', () => {
+describe.each(UDP_PATHS)('random-bytes fuzz, UDP through %s', (_path, batching) => {
   let r: Resolver;
   const failures: unknown[] = [];
   const onFailure = (reason: unknown): void => {
@@ -883,7 +894,7 @@ describe('random-bytes fuzz', () => {
   beforeAll(async () => {
     process.on('unhandledRejection', onFailure);
     process.on('uncaughtException', onFailure);
-    r = await startResolver({ overrides: { 'dns.rateLimit.perSecond': '0', 'dns.tcp.idleTimeout': '500ms' }, keep: true });
+    r = await startResolver({ overrides: { 'dns.rateLimit.perSecond': '0', 'dns.tcp.idleTimeout': '500ms', 'dns.udpBatching': batching }, keep: true });
   });
   afterAll(async () => {
     await r.close();

@@ -140,7 +140,7 @@ describe('deploy/', () => {
   it('Dockerfile: built with npm ci, runs the CLI as a non-root user, ships the catalog', async () => {
     const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8');
     expect(dockerfile).toMatch(/RUN npm ci/);
-    expect(dockerfile).toMatch(/COPY --from=build \/src\/build\/Release\/portcullis_transparent\.node/);
+    expect(dockerfile).toMatch(/COPY --from=build \/src\/build\/Release\/portcullis_native\.node/);
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^COPY blocklists /m);
     expect(dockerfile).toMatch(/ENTRYPOINT \["node", "\/opt\/portcullis\/dist\/cli\.js", "start"/);

@@ -7,10 +7,10 @@ import type { DialGuard } from '../dial-guard.js';
 import { CryptoStream, readInitialPacket } from '../quic/initial.js';
 import { readClientHelloMessage } from '../tls/client-hello.js';
 import { reportBlocked, type ProxyEvents, type ProxyResult } from '../tls-proxy.js';
-import type { Endpoint, TransparentUdpSocket, transparentBinding } from './native.js';
+import type { Endpoint, TransparentUdpSocket, nativeBinding } from '../../util/native-addon.js';
 
 export interface QuicRelayOptions extends ProxyEvents {
-  binding: NonNullable<ReturnType<typeof transparentBinding>>;
+  binding: NonNullable<ReturnType<typeof nativeBinding>>;
   listen: Endpoint;
   policy: PolicyView;
   guard: DialGuard;

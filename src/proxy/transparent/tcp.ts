@@ -6,7 +6,7 @@ import { DownstreamForwarder } from '../forward.js';
 import { handleHttpConnection } from '../http-proxy.js';
 import { readHello, reportBlocked, type ProxyEvents } from '../tls-proxy.js';
 import { sniffFirstBytes } from './first-bytes.js';
-import type { Endpoint } from './native.js';
+import type { Endpoint } from '../../util/native-addon.js';
 
 export interface TransparentTcpOptions extends ProxyEvents {
   dial: DialDeps;

@@ -74,6 +74,7 @@ describe('loadConfigChecked: defaults', () => {
         dot: null,
         doh: null,
         workers: 1,
+        udpBatching: true,
       },
       proxy: {
         tls: { listen: '127.0.0.1:8443', upstreamPort: 443 },
@@ -670,6 +671,7 @@ describe('CONFIG_KEYS', () => {
       'dns.doh.listen': 'PORTCULLIS_DNS_DOH_LISTEN',
       'dns.doh.path': 'PORTCULLIS_DNS_DOH_PATH',
       'dns.workers': 'PORTCULLIS_DNS_WORKERS',
+      'dns.udpBatching': 'PORTCULLIS_DNS_UDP_BATCHING',
       'proxy.tls.listen': 'PORTCULLIS_PROXY_TLS_LISTEN',
       'proxy.tls.upstreamPort': 'PORTCULLIS_PROXY_TLS_UPSTREAM_PORT',
       'proxy.http.listen': 'PORTCULLIS_PROXY_HTTP_LISTEN',
@@ -738,6 +740,7 @@ describe('CONFIG_KEYS', () => {
       PORTCULLIS_DNS_DOH_LISTEN: '127.0.0.1:8053',
       PORTCULLIS_DNS_DOH_PATH: '/q',
       PORTCULLIS_DNS_WORKERS: '2',
+      PORTCULLIS_DNS_UDP_BATCHING: 'false',
       PORTCULLIS_PROXY_TLS_LISTEN: '127.0.0.1:443',
       PORTCULLIS_PROXY_TLS_UPSTREAM_PORT: '8443',
       PORTCULLIS_PROXY_HTTP_LISTEN: '127.0.0.1:80',

@@ -16,25 +16,51 @@ export interface TransparentUdpSocket {
   close(): void;
 }
 
+/**
+ * The DNS resolver's UDP socket of native/udp-batch.c: datagrams arrive in batches in fixed
+ * slots of `buffer` (IN_SLOT bytes each, the largest UDP payload), with their senders in the parallel arrays.
+ */
+export interface UdpBatchSocket {
+  readonly buffer: Buffer;
+  /** Per slot: the datagram's length, or -1 for one to drop (truncated, unknown family). */
+  readonly lengths: Int32Array;
+  readonly ports: Int32Array;
+  /** Per slot: 16 bytes, the sender's IPv4 (first 4) or IPv6 address. */
+  readonly addresses: Buffer;
+  /** Per slot: 4 or 6. */
+  readonly families: Buffer;
+  bind(address: string, port: number): void;
+  /** Answers the sender of a slot of the current batch; sent when the batch callback returns. */
+  reply(slot: number, data: Buffer): void;
+  /** Sends at once (answers that come after the batch). False when the kernel did not take it. */
+  send(data: Buffer, address: string, port: number): boolean;
+  address(): Endpoint;
+  close(): void;
+}
+
+/** Bytes per slot of UdpBatchSocket.buffer (IN_SLOT in native/udp-batch.c). */
+export const UDP_BATCH_SLOT_BYTES = 65_536;
+
 interface NativeBinding {
   originalDestination(fd: number, family: 4 | 6): Endpoint | null;
   setTransparent(fd: number, family: 4 | 6): void;
   UdpSocket: new (address: string, port: number, onMessage: (data: Buffer, source: Endpoint, destination: Endpoint | null) => void) => TransparentUdpSocket;
+  UdpBatchSocket: new (onBatch: (count: number) => void) => UdpBatchSocket;
 }
 
 let binding: NativeBinding | null | undefined;
 let loadError = '';
 
 /**
- * The addon built from native/transparent.c at install (node-gyp), or null with the reason in
- * nativeLoadError(): it exists on Linux only, and the gateway runs without it unless a
- * transparent listener is configured.
+ * The addon built from native/ at install (node-gyp), or null with the reason in
+ * nativeLoadError(): it exists on Linux only. Without it the gateway runs, but refuses
+ * transparent listeners, and DNS over UDP goes through dgram one datagram at a time.
  */
-export function transparentBinding(): NativeBinding | null {
+export function nativeBinding(): NativeBinding | null {
   if (binding !== undefined) return binding;
   try {
     const require = createRequire(import.meta.url);
-    binding = require('../../../build/Release/portcullis_transparent.node') as NativeBinding;
+    binding = require('../../build/Release/portcullis_native.node') as NativeBinding;
     if (typeof binding.originalDestination !== 'function') throw new Error('built without sources (not Linux)');
   } catch (e: unknown) {
     loadError = e instanceof Error ? e.message.split('\n')[0]! : String(e);

@@ -1,0 +1,23 @@
+// The native addon: socket operations Node's net and dgram modules do not offer.
+// Plain Node-API and libuv (no C++ wrapper library), so it builds with the toolchain and
+// headers a Node installation already has.
+#ifndef PORTCULLIS_ADDON_H
+#define PORTCULLIS_ADDON_H
+
+#include <netinet/in.h>
+#include <node_api.h>
+#include <sys/socket.h>
+
+napi_value throw_errno(napi_env env, const char *what, int err);
+napi_value throw_type(napi_env env, const char *message);
+int arg_int(napi_env env, napi_value value, int32_t *out);
+int arg_string(napi_env env, napi_value value, char *out, size_t size);
+// Fills `out` from text address + port; returns its length, or 0 when the text is no address.
+socklen_t to_sockaddr(const char *address, int port, struct sockaddr_storage *out);
+// { address, port } of a socket address, or undefined for a family we do not speak.
+napi_value from_sockaddr(napi_env env, const struct sockaddr_storage *address);
+
+void register_transparent(napi_env env, napi_value exports);
+void register_udp_batch(napi_env env, napi_value exports);
+
+#endif
