@@ -224,6 +224,12 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, "setsockopt(IP_TRANSPARENT)", err);
   }
+  if (family == 6) {
+    // A dual-stack socket also receives IPv4 (mapped): ask for their destinations and let it
+    // take them for any IPv4 address as well.
+    setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &on, sizeof on);
+    setsockopt(fd, SOL_IP, IP_TRANSPARENT, &on, sizeof on);
+  }
   if (bind(fd, (struct sockaddr *)&bind_address, bind_length) != 0) {
     int err = errno;
     close(fd);

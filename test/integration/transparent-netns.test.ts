@@ -25,6 +25,8 @@ const WEB = '198.18.0.10';
 const KAKAO_CORE = '110.76.141.10';
 const KAKAO_LOCO_RANGE = '27.0.236.25';
 const LINE = '147.92.150.1';
+const WEB6 = '2001:db8:10::10';
+const LINE6 = '2400:dcc0::1';
 const TCP_LISTEN_PORT = 15001;
 const QUIC_LISTEN_PORT = 15443;
 const ECHO_PORTS = [5223, 5228, 9000];
@@ -38,22 +40,28 @@ const SERVER_SCRIPT = fileURLToPath(new URL('../support/netns/servers.ts', impor
 
 type Mode = 'redirect' | 'tproxy';
 
+/** IPv4 and IPv6 alike (inet tables): TCP by REDIRECT or TPROXY, UDP 443 by TPROXY. */
 function nftRuleset(mode: Mode): string {
   const tcp =
     mode === 'redirect'
-      ? `table ip portcullis_nat {
+      ? `table inet portcullis_nat {
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "gc" tcp dport != ${KERNEL_PORT} redirect to :${TCP_LISTEN_PORT}
   }
 }`
       : '';
-  const tproxyTcp = mode === 'tproxy' ? `    iifname "gc" tcp dport != ${KERNEL_PORT} tproxy to :${TCP_LISTEN_PORT} meta mark set 1 accept\n` : '';
+  const tproxyTcp =
+    mode === 'tproxy'
+      ? `    iifname "gc" meta nfproto ipv4 tcp dport != ${KERNEL_PORT} tproxy ip to :${TCP_LISTEN_PORT} meta mark set 1 accept
+    iifname "gc" meta nfproto ipv6 tcp dport != ${KERNEL_PORT} tproxy ip6 to :${TCP_LISTEN_PORT} meta mark set 1 accept\n`
+      : '';
   return `${tcp}
-table ip portcullis_mangle {
+table inet portcullis_mangle {
   chain prerouting {
     type filter hook prerouting priority mangle; policy accept;
-    iifname "gc" udp dport 443 tproxy to :${QUIC_LISTEN_PORT} meta mark set 1 accept
+    iifname "gc" meta nfproto ipv4 udp dport 443 tproxy ip to :${QUIC_LISTEN_PORT} meta mark set 1 accept
+    iifname "gc" meta nfproto ipv6 udp dport 443 tproxy ip6 to :${QUIC_LISTEN_PORT} meta mark set 1 accept
 ${tproxyTcp}  }
 }
 `;
@@ -106,12 +114,13 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
         'proxy:',
         '  tls: { listen: 127.0.0.1:0 }',
         '  http: { listen: 127.0.0.1:0 }',
-        '  allowedUpstreamNetworks: [198.18.0.0/15]',
+        '  allowedUpstreamNetworks: [198.18.0.0/15, 2001:db8::/32]',
         '  clientHelloTimeout: 2s',
         '  transparent:',
         `    mode: ${mode}`,
-        `    tcp: 0.0.0.0:${TCP_LISTEN_PORT}`,
-        `    quic: 0.0.0.0:${QUIC_LISTEN_PORT}`,
+        // Dual-stack: IPv4 clients arrive as IPv4-mapped addresses.
+        `    tcp: '[::]:${TCP_LISTEN_PORT}'`,
+        `    quic: '[::]:${QUIC_LISTEN_PORT}'`,
         '    firstDataTimeout: 300ms',
         '    quicIdleTimeout: 5s',
         'admin: { listen: 127.0.0.1:0 }',
@@ -129,8 +138,8 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
     await execFileAsync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=server', '-days', '1', '-keyout', key, '-out', cert]);
-    network = createTopology([WEB, KAKAO_CORE, KAKAO_LOCO_RANGE, LINE]);
-    servers = await startInNs(topology().server, process.execPath, [...TSX, SERVER_SCRIPT, JSON.stringify({ cert, key, echoPorts: ECHO_PORTS, bannerPort: BANNER_PORT, udpAddresses: [WEB, LINE] })], 'ready');
+    network = createTopology([WEB, KAKAO_CORE, KAKAO_LOCO_RANGE, LINE, WEB6, LINE6]);
+    servers = await startInNs(topology().server, process.execPath, [...TSX, SERVER_SCRIPT, JSON.stringify({ cert, key, echoPorts: ECHO_PORTS, bannerPort: BANNER_PORT, udpAddresses: [WEB, LINE, WEB6, LINE6] })], 'ready');
   }, 60_000);
 
   afterAll(async () => {
@@ -192,6 +201,17 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(await tcp(WEB, 5223)).toMatchObject({ data: 'echo hello', error: null });
     });
 
+    it('IPv6: names, addresses and ports are judged the same way', async () => {
+      const blocked = await curl(['-k', '--resolve', `talk-pilsner.kakao.com:443:[${WEB6}]`, 'https://talk-pilsner.kakao.com/']);
+      expect(blocked.code).toBe(35);
+      const allowed = await curl(['-k', '--resolve', `www.example.org:443:[${WEB6}]`, 'https://www.example.org/']);
+      expect(allowed.stdout).toBe('tls www.example.org www.example.org');
+      const http = await curl(['-o', '/dev/null', '-w', '%{http_code}', `http://[${WEB6}]/`, '-H', 'Host: gift.kakao.com']);
+      expect(http.stdout).toBe('451');
+      expect(await tcp(LINE6, 9000)).toMatchObject({ data: '', error: 'ECONNRESET' });
+      expect(await tcp(WEB6, 9000)).toMatchObject({ data: 'echo hello', error: null });
+    });
+
     it('a protocol where the server speaks first is passed through after the first-data wait', async () => {
       expect(await tcp(WEB, BANNER_PORT, '-')).toMatchObject({ data: '220 banner\r\n', error: null });
     });
@@ -230,7 +250,7 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(metricValue(text, 'portcullis_blocked_total', 'app="line",layer="ip"')).toBeGreaterThanOrEqual(2);
       expect(metricValue(text, 'portcullis_blocked_total', 'app="kakaotalk",layer="http"')).toBeGreaterThanOrEqual(2);
       expect(metricValue(text, 'portcullis_proxy_connections_total', 'listener="transparent",result="forwarded"')).toBeGreaterThanOrEqual(5);
-      expect(text).not.toMatch(/kakao\.com|198\.18\.|10\.77\./);
+      expect(text).not.toMatch(/kakao\.com|198\.18\.|10\.77\.|fd77:|2001:db8/);
     });
   });
 
@@ -241,6 +261,13 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       const replies = await quic(WEB, 'www.example.org', { pieces: 2, extra: 1 });
       expect(replies.map((r) => r.from)).toEqual([`${WEB}:443`, `${WEB}:443`, `${WEB}:443`]);
       expect(replies.map((r) => r.data.split(' ').slice(0, 2).join(' '))).toEqual(['ack 1', 'ack 2', 'ack 3']);
+    });
+
+    it('IPv6: relays an allowed flow from the address chosen, drops a blocked name and a blocked network', async () => {
+      const replies = await quic(WEB6, 'www.example.org', { pieces: 2 });
+      expect(replies.map((r) => r.from)).toEqual([`${WEB6}:443`, `${WEB6}:443`]);
+      expect(await quic(WEB6, 'talk-pilsner.kakao.com', { pieces: 2 })).toEqual([]);
+      expect(await quic(LINE6, 'www.example.org', { pieces: 2 })).toEqual([]);
     });
 
     it('reads QUIC v2 Initials too, and a hello whose packets arrive last first', async () => {

@@ -104,7 +104,7 @@ describe('deploy/', () => {
 
   it('transparent mode: the example config and the DaemonSet config are valid, ports and capabilities agree', async () => {
     const example = await validConfig(await readFile(join(ROOT, 'deploy', 'portcullis.transparent.yaml'), 'utf8'));
-    expect(example.proxy.transparent).toMatchObject({ mode: 'tproxy', tcp: '0.0.0.0:15001', quic: '0.0.0.0:15443' });
+    expect(example.proxy.transparent).toMatchObject({ mode: 'tproxy', tcp: '[::]:15001', quic: '[::]:15443' });
     expect(example.nftables).toMatchObject({ apply: true });
     const docs = parseAllDocuments(await readFile(join(K8S, 'daemonset-transparent.yaml'), 'utf8')).map((d) => d.toJS() as Manifest);
     const config = await validConfig(docs.find((m) => m.kind === 'ConfigMap')!.data!['portcullis.yaml']!);
@@ -114,8 +114,8 @@ describe('deploy/', () => {
     const container = pod.containers[0]!;
     expect(container.securityContext.capabilities.add).toEqual(expect.arrayContaining(['NET_ADMIN', 'NET_BIND_SERVICE']));
     const byName = new Map(container.ports.map((p) => [p.name, p]));
-    expect(byName.get('transparent')).toMatchObject({ containerPort: Number(config.proxy.transparent!.tcp!.split(':')[1]), protocol: 'TCP' });
-    expect(byName.get('quic')).toMatchObject({ containerPort: Number(config.proxy.transparent!.quic!.split(':')[1]), protocol: 'UDP' });
+    expect(byName.get('transparent')).toMatchObject({ containerPort: Number(config.proxy.transparent!.tcp!.split(':').pop()), protocol: 'TCP' });
+    expect(byName.get('quic')).toMatchObject({ containerPort: Number(config.proxy.transparent!.quic!.split(':').pop()), protocol: 'UDP' });
   });
 
   it.skipIf(process.getuid?.() !== 0 || !existsSync('/usr/sbin/nft'))('nftables examples load (checked by nft in a scratch network namespace; needs root)', () => {

@@ -61,7 +61,7 @@ if (command === 'tcp') {
   if (order === 'reverse') datagrams.reverse();
   for (let i = 0; i < Number(extraText); i++) datagrams.push(Buffer.from(`extra datagram ${i}`));
   const replies: { from: string; data: string }[] = [];
-  const socket = createSocket('udp4');
+  const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
   socket.on('message', (data, from) => replies.push({ from: `${from.address}:${from.port}`, data: data.toString('latin1') }));
   socket.bind(0, () => {
     datagrams.forEach((datagram, i) => setTimeout(() => socket.send(datagram, port, host), i * 30));

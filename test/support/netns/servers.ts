@@ -20,8 +20,9 @@ interface ServersConfig {
 
 const config = JSON.parse(process.argv[2] ?? '{}') as ServersConfig;
 const listening: Promise<void>[] = [];
+// '::' is dual-stack: IPv4 and IPv6 clients alike.
 const listen = (server: Server, port: number): void => {
-  listening.push(new Promise((resolve, reject) => server.once('error', reject).listen(port, '0.0.0.0', () => resolve())));
+  listening.push(new Promise((resolve, reject) => server.once('error', reject).listen(port, '::', () => resolve())));
 };
 
 listen(
@@ -56,7 +57,7 @@ listen(
 // the route picks, not the one the client wrote to (as real QUIC servers bind each address).
 const counts = new Map<string, number>();
 for (const address of config.udpAddresses) {
-  const udp = createSocket('udp4');
+  const udp = createSocket(address.includes(':') ? 'udp6' : 'udp4');
   udp.on('message', (data, from) => {
     const key = `${from.address}:${from.port}`;
     const count = (counts.get(key) ?? 0) + 1;

@@ -15,12 +15,16 @@ export interface Topology {
   gatewayClientSide: string;
   /** The client's own address. */
   clientAddress: string;
+  /** The same, IPv6. */
+  gatewayClientSide6: string;
   /** Tears everything down (namespaces take their links and processes' sockets with them). */
   destroy(): void;
 }
 
 const CLIENT_NET = '10.77.1';
 const SERVER_NET = '10.77.2';
+const CLIENT_NET6 = 'fd77:1::';
+const SERVER_NET6 = 'fd77:2::';
 
 /** Why the namespace tests cannot run here, or null when they can. */
 export function netnsUnavailable(): string | null {
@@ -68,19 +72,29 @@ export function createTopology(serverAddresses: readonly string[]): Topology {
     inNs(gateway, 'link', 'set', 'gc', 'up');
     inNs(gateway, 'link', 'set', 'gs', 'up');
     inNs(gateway, 'route', 'add', 'default', 'via', `${SERVER_NET}.2`);
-    run(['ip', 'netns', 'exec', gateway, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+    run(['ip', 'netns', 'exec', gateway, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     // TPROXY: packets marked 1 are delivered locally, whatever their destination address.
     inNs(gateway, 'rule', 'add', 'fwmark', '1', 'lookup', '100');
     inNs(gateway, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100');
+    inNs(gateway, '-6', 'rule', 'add', 'fwmark', '1', 'lookup', '100');
+    inNs(gateway, '-6', 'route', 'add', 'local', '::/0', 'dev', 'lo', 'table', '100');
+    // IPv6 beside IPv4 (nodad: usable at once, no duplicate address detection wait).
+    inNs(client, 'addr', 'add', `${CLIENT_NET6}2/64`, 'dev', 'c0', 'nodad');
+    inNs(client, '-6', 'route', 'add', 'default', 'via', `${CLIENT_NET6}1`);
+    inNs(gateway, 'addr', 'add', `${CLIENT_NET6}1/64`, 'dev', 'gc', 'nodad');
+    inNs(gateway, 'addr', 'add', `${SERVER_NET6}1/64`, 'dev', 'gs', 'nodad');
+    inNs(gateway, '-6', 'route', 'add', 'default', 'via', `${SERVER_NET6}2`);
     inNs(server, 'addr', 'add', `${SERVER_NET}.2/24`, 'dev', 's0');
     inNs(server, 'link', 'set', 's0', 'up');
     inNs(server, 'route', 'add', 'default', 'via', `${SERVER_NET}.1`);
-    for (const address of serverAddresses) inNs(server, 'addr', 'add', `${address}/32`, 'dev', 'lo');
+    inNs(server, 'addr', 'add', `${SERVER_NET6}2/64`, 'dev', 's0', 'nodad');
+    inNs(server, '-6', 'route', 'add', 'default', 'via', `${SERVER_NET6}1`);
+    for (const address of serverAddresses) inNs(server, 'addr', 'add', `${address}/${address.includes(':') ? 128 : 32}`, 'dev', 'lo');
   } catch (e: unknown) {
     destroy();
     throw e;
   }
-  return { client, gateway, server, gatewayClientSide: `${CLIENT_NET}.1`, clientAddress: `${CLIENT_NET}.2`, destroy };
+  return { client, gateway, server, gatewayClientSide: `${CLIENT_NET}.1`, clientAddress: `${CLIENT_NET}.2`, gatewayClientSide6: `${CLIENT_NET6}1`, destroy };
 }
 
 /** Runs a command inside a namespace; never rejects (the exit code is part of the answer). */
