@@ -8,6 +8,7 @@
 // later (after an upstream round trip) go out one by one with sendto.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -203,10 +204,12 @@ static napi_value batch_new(napi_env env, napi_callback_info info) {
   return self;
 }
 
-// bind(address, port): throws with code EADDRINUSE and the like; starts reading.
+// bind(address, port, reusePort): throws with code EADDRINUSE and the like; starts reading.
+// With reusePort, sockets of several threads share the port and the kernel spreads clients
+// over them (SO_REUSEPORT): dns.workers.
 static napi_value batch_bind(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   BatchSocket *sock = unwrap(env, info, &argc, argv);
   if (sock == NULL) return NULL;
   char address[64];
@@ -218,6 +221,14 @@ static napi_value batch_bind(napi_env env, napi_callback_info info) {
   if (length == 0) return throw_type(env, "bind: address is not an IP address");
   int fd = socket(local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
+  bool reuse_port = false;
+  if (argc >= 3) napi_get_value_bool(env, argv[2], &reuse_port);
+  int on = 1;
+  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "setsockopt(SO_REUSEPORT)", err);
+  }
   if (bind(fd, (struct sockaddr *)&local, length) != 0) {
     int err = errno;
     close(fd);

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { NftFileSync } from './policy/nft-file.js';
+import { DnsWorkerPool } from './dns/workers.js';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadCatalog, type Catalog } from './catalog/index.js';
@@ -98,7 +99,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     },
     verify: (authorization) => tokens.verify(authorization),
   };
-  const metrics = createMetrics(config.dns.upstreams);
+  const metrics = createMetrics(config.dns.upstreams, { dnsWorkers: config.dns.workers });
   const onListLoad = (isSuccess: boolean): void => metrics.reload('list', isSuccess);
   let policy = await loadPolicy(config, logger, { onListLoad });
   const { engine } = policy;
@@ -141,6 +142,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     metrics.blocked(block);
   };
   let isListening = false;
+  let dnsWorkers: DnsWorkerPool | null = null;
   const dns = await step(() => DnsServer.create({
     config: config.dns,
     policy: engine,
@@ -148,9 +150,29 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     onBlocked,
     onResult: (result, transport, startedMs) => metrics.dnsResult(result, transport, startedMs),
     onUpstreamResult: (r) => metrics.upstreamResult(r.upstream, r.outcome, r.rttMs),
+    reusePort: config.dns.workers > 1,
   }));
   started.push(() => dns.close());
   const dnsAddresses = await step(() => dns.listen());
+  if (config.dns.workers > 1) {
+    if (dns.udpIo === 'batch') {
+      const { address, port } = dnsAddresses.udp;
+      const pool = new DnsWorkerPool({
+        extra: config.dns.workers - 1,
+        dns: { ...config.dns, listen: address.includes(':') ? `[${address}]:${port}` : `${address}:${port}` },
+        engine,
+        logLevel: config.log.level,
+        logger,
+        onReport: (worker, report) => metrics.dnsWorkerReport(worker, report),
+        onBlocked,
+      });
+      await step(() => pool.start());
+      started.push(() => pool.close());
+      dnsWorkers = pool;
+    } else {
+      logger.warn({ component: 'dns', workers: config.dns.workers }, 'dns.workers needs the native batch socket (dns.udpBatching and the addon): one thread serves');
+    }
+  }
   const proxy = new ProxyServer({
     config: config.proxy,
     policy: engine,
@@ -232,6 +254,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
       await nft?.stop();
       await admin.close();
       await proxy.close();
+      await dnsWorkers?.close();
       await dns.close();
       await store.close();
       await audit.close();

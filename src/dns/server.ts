@@ -24,6 +24,12 @@ export interface DnsServerDeps {
   onResult?: DnsChainOptions['onResult'];
   onBlocked?: DnsChainOptions['onBlocked'];
   onUpstreamResult?: UpstreamPoolOptions['onResult'];
+  /**
+   * dns.workers: share the UDP port with other threads' sockets (SO_REUSEPORT). A worker
+   * thread serves UDP only (`udpOnly`); TCP, DoT and DoH stay with the main thread.
+   */
+  reusePort?: boolean;
+  udpOnly?: boolean;
 }
 
 export interface DnsAddresses {
@@ -61,10 +67,10 @@ function dgramUdpListener(type: 'udp4' | 'udp6', chain: DnsHandler, log: Logger)
 }
 
 /** The native batch socket (native/udp-batch.c). */
-function batchUdpListener(binding: NonNullable<ReturnType<typeof nativeBinding>>, chain: DnsHandler, log: Logger): UdpListener {
+function batchUdpListener(binding: NonNullable<ReturnType<typeof nativeBinding>>, chain: DnsHandler, log: Logger, reusePort: boolean): UdpListener {
   const listener = new DnsUdpBatchListener(binding, chain, log);
   return {
-    listen: (port, host) => Promise.resolve().then(() => listener.listen(port, host)),
+    listen: (port, host) => Promise.resolve().then(() => listener.listen(port, host, reusePort)),
     close: () => {
       listener.close();
       return Promise.resolve();
@@ -97,8 +103,9 @@ export class DnsServer {
     const binding = config.udpBatching ? nativeBinding() : null;
     if (config.udpBatching && binding === null) log.info({ reason: nativeLoadError() }, 'dns.udpBatching: native addon not available, UDP served through dgram');
     this.udpIo = binding === null ? 'dgram' : 'batch';
-    this.newUdp = () => (binding === null ? dgramUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log) : batchUdpListener(binding, chain, log));
+    this.newUdp = () => (binding === null ? dgramUdpListener(isIP(listen.host) === 6 ? 'udp6' : 'udp4', chain, log) : batchUdpListener(binding, chain, log, deps.reusePort === true));
     this.udp = this.newUdp();
+    if (deps.udpOnly === true) return;
     this.named.set('tcp', createTcpListener(chain, limits, log));
     if (config.dot !== null && tls !== null) this.named.set('dot', createDotListener(chain, limits, tls, log));
     if (config.doh !== null && tls !== null) this.named.set('doh', createDohListener(chain, { path: config.doh.path, cert: tls.cert, key: tls.key, limits }, log));
@@ -150,6 +157,10 @@ export class DnsServer {
       });
     // Port 0 means "any": TCP takes the port UDP got, as clients expect both on one port. That
     // number may already be taken for TCP; then UDP tries another (a few times).
+    if (this.deps.udpOnly === true) {
+      const udp = await this.udp.listen(main.port, main.host);
+      return { udp, tcp: udp };
+    }
     let udpAddress: { address: string; port: number } | null = null;
     let tcpAddress: { address: string; port: number } | null = null;
     for (let attempt = 0; tcpAddress === null; attempt++) {

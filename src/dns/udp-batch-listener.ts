@@ -42,8 +42,8 @@ export class DnsUdpBatchListener {
   }
 
   /** Binds; throws with `code` EADDRINUSE (and the like) as net does. */
-  listen(port: number, host: string): Endpoint {
-    this.socket.bind(host, port);
+  listen(port: number, host: string, reusePort: boolean): Endpoint {
+    this.socket.bind(host, port, reusePort);
     return this.socket.address();
   }
 

@@ -109,4 +109,21 @@ export class HotHistogram {
     this.sum = 0;
     this.count = 0;
   }
+
+  /** Takes what was observed so far and starts over (a worker thread handing its share on). */
+  drain(): { counts: Float64Array; sum: number } {
+    const out = { counts: this.counts.slice(), sum: this.sum };
+    this.reset();
+    return out;
+  }
+
+  /** Adds another histogram's observations (same buckets: a drain() of a worker's). */
+  merge(other: { counts: Float64Array; sum: number }): void {
+    for (let i = 0; i < this.counts.length; i++) {
+      const n = other.counts[i] ?? 0;
+      this.counts[i]! += n;
+      this.count += n;
+    }
+    this.sum += other.sum;
+  }
 }

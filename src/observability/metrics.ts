@@ -44,7 +44,7 @@ type ProxyListener = (typeof PROXY_LISTENERS)[number];
 type ProxyResultLabel = (typeof PROXY_RESULTS)[number];
 
 /** DNS latency buckets from 0.25 ms: a cache hit answers in well under a millisecond. */
-const DNS_DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+export const DNS_DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const UPSTREAM_DURATION_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2];
 const BUILD_DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10];
 
@@ -62,6 +62,8 @@ export interface Metrics {
   attach(sources: MetricSources): void;
   /** `startedMs` is performance.now() when the query was read. */
   dnsResult(result: DnsResultLabel, protocol: DnsProtocol, startedMs: number): void;
+  /** What a DNS worker thread counted since its last report (see DnsWorkerStats). */
+  dnsWorkerReport(worker: number, report: DnsWorkerReport): void;
   blocked(block: BlockEvent): void;
   proxyResult(listener: ProxyListener, result: ProxyResultLabel): void;
   proxyClosed(listener: ProxyListener, bytesFromClient: number, bytesToClient: number): void;
@@ -79,7 +81,21 @@ export interface ActivityTotals {
   blocksByApp: Record<(typeof APPS_AND_CUSTOM)[number], number>;
 }
 
-export function createMetrics(upstreams: readonly string[]): Metrics {
+/** The queries and latencies one DNS worker thread counted, indexed as the main thread's. */
+export interface DnsWorkerReport {
+  /** Per (protocol, result): dnsQueryIndex(). */
+  queries: Float64Array;
+  durations: { counts: Float64Array; sum: number };
+}
+
+/** Where a (protocol, result) pair counts in portcullis_dns_queries_total's series. */
+export function dnsQueryIndex(result: DnsResultLabel, protocol: DnsProtocol): number {
+  return DNS_PROTOCOL_INDEX[protocol] * DNS_RESULTS.length + DNS_RESULT_INDEX[result];
+}
+
+export const DNS_QUERY_SERIES = DNS_PROTOCOLS.length * DNS_RESULTS.length;
+
+export function createMetrics(upstreams: readonly string[], options: { dnsWorkers?: number } = {}): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
   // Gauges named *_total break the exposition conventions (promtool check metrics refuses them).
@@ -95,6 +111,14 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
     registry,
   });
   const dnsDuration = new HotHistogram({ name: 'portcullis_dns_request_duration_seconds', help: 'Time from a DNS query read to its answer sent', buckets: DNS_DURATION_BUCKETS, registry });
+  const dnsWorkers = options.dnsWorkers ?? 1;
+  const workerQueries = new HotCounter({
+    name: 'portcullis_dns_worker_queries_total',
+    help: 'DNS queries by the thread that served them (dns.workers; 0 is the main thread)',
+    labelNames: ['worker'] as const,
+    series: Array.from({ length: dnsWorkers }, (_, i) => ({ worker: String(i) })),
+    registry,
+  });
 
   const blockedTotal = new HotCounter({
     name: 'portcullis_blocked_total',
@@ -214,7 +238,17 @@ export function createMetrics(upstreams: readonly string[]): Metrics {
     },
     dnsResult(result, protocol, startedMs) {
       dnsQueries.inc(DNS_PROTOCOL_INDEX[protocol] * DNS_RESULTS.length + DNS_RESULT_INDEX[result]);
+      workerQueries.inc(0);
       if (result !== 'dropped') dnsDuration.observe((performance.now() - startedMs) / 1000);
+    },
+    dnsWorkerReport(worker, report) {
+      let total = 0;
+      report.queries.forEach((n, i) => {
+        if (n > 0) dnsQueries.inc(i, n);
+        total += n;
+      });
+      if (worker < dnsWorkers && total > 0) workerQueries.inc(worker, total);
+      dnsDuration.merge(report.durations);
     },
     blocked(block) {
       blockedTotal.inc(APP_INDEX[block.app ?? 'custom'] * LAYERS.length + LAYER_INDEX[block.layer]);

@@ -27,6 +27,7 @@ export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
   private snapshot: PolicySnapshot;
   private adminRules: readonly AdminRule[];
   private listBuild: Promise<void> | null = null;
+  private lists: readonly ListEntries[] = [];
   private pendingLists: readonly ListEntries[] | null = null;
 
   constructor(options: PolicyEngineOptions) {
@@ -51,6 +52,11 @@ export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
 
   get rules(): readonly AdminRule[] {
     return this.adminRules;
+  }
+
+  /** The extra lists in force (the entries of the last lists build). */
+  get listEntries(): readonly ListEntries[] {
+    return this.lists;
   }
 
   decide(query: DecisionQuery): Decision {
@@ -91,6 +97,7 @@ export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
       this.pendingLists = null;
       const started = performance.now();
       const index = await compileLists(lists);
+      this.lists = lists;
       this.swap(this.snapshot.with(this.snapshot.version + 1, { lists: index }), 'lists', started);
     }
   }

@@ -29,7 +29,8 @@ export interface UdpBatchSocket {
   readonly addresses: Buffer;
   /** Per slot: 4 or 6. */
   readonly families: Buffer;
-  bind(address: string, port: number): void;
+  /** `reusePort`: SO_REUSEPORT, so the sockets of several threads share the port. */
+  bind(address: string, port: number, reusePort: boolean): void;
   /** Answers the sender of a slot of the current batch; sent when the batch callback returns. */
   reply(slot: number, data: Buffer): void;
   /** Sends at once (answers that come after the batch). False when the kernel did not take it. */
