@@ -11,9 +11,11 @@
 napi_value throw_errno(napi_env env, const char *what, int err);
 napi_value throw_type(napi_env env, const char *message);
 int arg_int(napi_env env, napi_value value, int32_t *out);
-int arg_string(napi_env env, napi_value value, char *out, size_t size);
-// Fills `out` from text address + port; returns its length, or 0 when the text is no address.
-socklen_t to_sockaddr(const char *address, int port, struct sockaddr_storage *out);
+// The socket address of an (address text, port number) argument pair; 0 when either is invalid.
+socklen_t arg_endpoint(napi_env env, napi_value address, napi_value port, struct sockaddr_storage *out);
+// send(data, address, port) on `fd` -> true when the kernel took the datagram, false when it
+// did not (a full buffer, an unreachable peer: UDP's loss, not the caller's error).
+napi_value send_datagram(napi_env env, int fd, size_t argc, napi_value *argv);
 // { address, port } of a socket address, or undefined for a family we do not speak.
 napi_value from_sockaddr(napi_env env, const struct sockaddr_storage *address);
 

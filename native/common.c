@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "addon.h"
 
@@ -48,13 +49,13 @@ int arg_int(napi_env env, napi_value value, int32_t *out) {
   return napi_get_value_int32(env, value, out) == napi_ok;
 }
 
-int arg_string(napi_env env, napi_value value, char *out, size_t size) {
+static int arg_string(napi_env env, napi_value value, char *out, size_t size) {
   size_t length;
   return napi_get_value_string_utf8(env, value, out, size, &length) == napi_ok;
 }
 
 // Fills `out` from text address + port; returns its length, or 0 when the text is no address.
-socklen_t to_sockaddr(const char *address, int port, struct sockaddr_storage *out) {
+static socklen_t to_sockaddr(const char *address, int port, struct sockaddr_storage *out) {
   memset(out, 0, sizeof *out);
   struct sockaddr_in *v4 = (struct sockaddr_in *)out;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
@@ -97,3 +98,22 @@ napi_value from_sockaddr(napi_env env, const struct sockaddr_storage *address) {
   return result;
 }
 
+
+socklen_t arg_endpoint(napi_env env, napi_value address, napi_value port, struct sockaddr_storage *out) {
+  char text[64];
+  int32_t number;
+  if (!arg_string(env, address, text, sizeof text) || !arg_int(env, port, &number) || number < 0 || number > 65535) return 0;
+  return to_sockaddr(text, number, out);
+}
+
+napi_value send_datagram(napi_env env, int fd, size_t argc, napi_value *argv) {
+  void *data;
+  size_t size;
+  struct sockaddr_storage peer;
+  socklen_t length = argc < 3 || napi_get_buffer_info(env, argv[0], &data, &size) != napi_ok ? 0 : arg_endpoint(env, argv[1], argv[2], &peer);
+  if (length == 0) return throw_type(env, "send(data, address, port): a Buffer, an IP address and a port");
+  ssize_t sent = fd < 0 ? -1 : sendto(fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&peer, length);
+  napi_value result;
+  napi_get_boolean(env, sent == (ssize_t)size, &result);
+  return result;
+}

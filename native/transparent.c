@@ -204,16 +204,12 @@ static napi_value udp_new(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3], self;
   napi_get_cb_info(env, info, &argc, argv, &self, NULL);
-  char address[INET6_ADDRSTRLEN + 1];
-  int32_t port;
   napi_valuetype callback_type;
-  if (argc < 3 || !arg_string(env, argv[0], address, sizeof address) || !arg_int(env, argv[1], &port) || port < 0 || port > 65535 ||
-      napi_typeof(env, argv[2], &callback_type) != napi_ok || callback_type != napi_function) {
-    return throw_type(env, "new UdpSocket(address, port, onMessage)");
-  }
   struct sockaddr_storage bind_address;
-  socklen_t bind_length = to_sockaddr(address, port, &bind_address);
-  if (bind_length == 0) return throw_type(env, "UdpSocket: address is not an IP address");
+  socklen_t bind_length = argc < 3 ? 0 : arg_endpoint(env, argv[0], argv[1], &bind_address);
+  if (bind_length == 0 || napi_typeof(env, argv[2], &callback_type) != napi_ok || callback_type != napi_function) {
+    return throw_type(env, "new UdpSocket(address, port, onMessage): an IP address, a port and a function");
+  }
   int family = bind_address.ss_family == AF_INET6 ? 6 : 4;
   int fd = socket(bind_address.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
@@ -273,37 +269,18 @@ static napi_value udp_connect(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   UdpSocket *sock = unwrap(env, info, &argc, argv);
   if (sock == NULL) return NULL;
-  char address[INET6_ADDRSTRLEN + 1];
-  int32_t port;
-  if (argc < 2 || !arg_string(env, argv[0], address, sizeof address) || !arg_int(env, argv[1], &port)) return throw_type(env, "connect(address, port)");
   struct sockaddr_storage peer;
-  socklen_t length = to_sockaddr(address, port, &peer);
-  if (length == 0) return throw_type(env, "connect: address is not an IP address");
+  socklen_t length = argc < 2 ? 0 : arg_endpoint(env, argv[0], argv[1], &peer);
+  if (length == 0) return throw_type(env, "connect(address, port): an IP address and a port");
   if (connect(sock->fd, (struct sockaddr *)&peer, length) != 0) return throw_errno(env, "connect", errno);
   return NULL;
 }
 
-// send(data, address, port) -> true when the kernel took the datagram, false when it did not
-// (a full buffer or an unreachable peer: UDP's loss, not the caller's error).
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   UdpSocket *sock = unwrap(env, info, &argc, argv);
-  if (sock == NULL) return NULL;
-  void *data;
-  size_t size;
-  char address[INET6_ADDRSTRLEN + 1];
-  int32_t port;
-  if (argc < 3 || napi_get_buffer_info(env, argv[0], &data, &size) != napi_ok || !arg_string(env, argv[1], address, sizeof address) || !arg_int(env, argv[2], &port)) {
-    return throw_type(env, "send(data, address, port)");
-  }
-  struct sockaddr_storage peer;
-  socklen_t length = to_sockaddr(address, port, &peer);
-  if (length == 0) return throw_type(env, "send: address is not an IP address");
-  ssize_t sent = sendto(sock->fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&peer, length);
-  napi_value result;
-  napi_get_boolean(env, sent == (ssize_t)size, &result);
-  return result;
+  return sock == NULL ? NULL : send_datagram(env, sock->fd, argc, argv);
 }
 
 static napi_value udp_address(napi_env env, napi_callback_info info) {

@@ -212,13 +212,10 @@ static napi_value batch_bind(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   BatchSocket *sock = unwrap(env, info, &argc, argv);
   if (sock == NULL) return NULL;
-  char address[64];
-  int32_t port;
   if (sock->fd >= 0) return throw_type(env, "bind: already bound");
-  if (argc < 2 || !arg_string(env, argv[0], address, sizeof address) || !arg_int(env, argv[1], &port) || port < 0 || port > 65535) return throw_type(env, "bind(address, port)");
   struct sockaddr_storage local;
-  socklen_t length = to_sockaddr(address, port, &local);
-  if (length == 0) return throw_type(env, "bind: address is not an IP address");
+  socklen_t length = argc < 2 ? 0 : arg_endpoint(env, argv[0], argv[1], &local);
+  if (length == 0) return throw_type(env, "bind(address, port, reusePort): an IP address and a port");
   int fd = socket(local.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   bool reuse_port = false;
@@ -276,22 +273,12 @@ static napi_value batch_reply(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// send(data, address, port) -> whether the kernel took it: for answers after the batch.
+// send(data, address, port): for answers after the batch.
 static napi_value batch_send(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   BatchSocket *sock = unwrap(env, info, &argc, argv);
-  if (sock == NULL) return NULL;
-  void *data;
-  size_t size;
-  char address[64];
-  int32_t port;
-  if (argc < 3 || napi_get_buffer_info(env, argv[0], &data, &size) != napi_ok || !arg_string(env, argv[1], address, sizeof address) || !arg_int(env, argv[2], &port)) return throw_type(env, "send(data, address, port)");
-  struct sockaddr_storage peer;
-  socklen_t length = to_sockaddr(address, port, &peer);
-  napi_value result;
-  napi_get_boolean(env, length != 0 && sock->fd >= 0 && sendto(sock->fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&peer, length) == (ssize_t)size, &result);
-  return result;
+  return sock == NULL ? NULL : send_datagram(env, sock->fd, argc, argv);
 }
 
 static napi_value batch_address(napi_env env, napi_callback_info info) {
