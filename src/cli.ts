@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { APP_IDS, loadCatalogChecked } from './catalog/index.js';
-import { loadConfigChecked, type Config, type Problem } from './config/index.js';
+import { DEFAULTS, loadConfigChecked, type Config, type Problem } from './config/index.js';
 import { formatLocation, errorMessage, isPortcullisError } from './errors.js';
 import { appViews, checkTarget, parseTarget, type AppView } from './control/index.js';
 import { callApi, type ApiTarget } from './control/client.js';
@@ -11,7 +11,6 @@ import { createLogger, silentLogger } from './observability/logger.js';
 import type { AdminRule, Decision } from './policy/index.js';
 import { exportNftables } from './policy/nft-export.js';
 import { writeFileAtomic } from './util/atomic-file.js';
-import { DEFAULTS } from './config/defaults.js';
 import { join } from 'node:path';
 
 /** Exit codes (CONTRACT): 0 ok / allowed, 1 error or invalid, 3 blocked. */

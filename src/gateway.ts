@@ -1,6 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import { NftFileSync } from './policy/nft-file.js';
-import { DnsWorkerPool } from './dns/workers.js';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadCatalog, type Catalog } from './catalog/index.js';
@@ -20,11 +18,13 @@ import {
   type TokenVerifier,
 } from './control/index.js';
 import { DnsServer, createAddressResolver, type DnsAddresses } from './dns/index.js';
+import { DnsWorkerPool } from './dns/workers.js';
 import { ProxyServer, type ProxyAddresses } from './proxy/index.js';
 import { ListManager } from './lists/index.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { PolicyEngine, type AppState, type BlockEvent } from './policy/index.js';
+import { NftFileSync } from './policy/nft-file.js';
 
 export function appStateFrom(config: Config): AppState {
   return { enabled: new Set(config.policy.apps), extended: new Set(config.policy.extended) };
