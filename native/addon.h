@@ -16,6 +16,8 @@ socklen_t arg_endpoint(napi_env env, napi_value address, napi_value port, struct
 // send(data, address, port) on `fd` -> true when the kernel took the datagram, false when it
 // did not (a full buffer, an unreachable peer: UDP's loss, not the caller's error).
 napi_value send_datagram(napi_env env, int fd, size_t argc, napi_value *argv);
+// { address, port } the socket `fd` is bound to.
+napi_value local_address(napi_env env, int fd);
 // { address, port } of a socket address, or undefined for a family we do not speak.
 napi_value from_sockaddr(napi_env env, const struct sockaddr_storage *address);
 

@@ -117,3 +117,11 @@ napi_value send_datagram(napi_env env, int fd, size_t argc, napi_value *argv) {
   napi_get_boolean(env, sent == (ssize_t)size, &result);
   return result;
 }
+
+napi_value local_address(napi_env env, int fd) {
+  struct sockaddr_storage local;
+  socklen_t length = sizeof local;
+  if (fd < 0) return throw_errno(env, "getsockname", EINVAL);
+  if (getsockname(fd, (struct sockaddr *)&local, &length) != 0) return throw_errno(env, "getsockname", errno);
+  return from_sockaddr(env, &local);
+}

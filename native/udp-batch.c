@@ -284,11 +284,7 @@ static napi_value batch_send(napi_env env, napi_callback_info info) {
 static napi_value batch_address(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   BatchSocket *sock = unwrap(env, info, &argc, NULL);
-  if (sock == NULL) return NULL;
-  struct sockaddr_storage local;
-  socklen_t length = sizeof local;
-  if (sock->fd < 0 || getsockname(sock->fd, (struct sockaddr *)&local, &length) != 0) return throw_errno(env, "getsockname", sock->fd < 0 ? EINVAL : errno);
-  return from_sockaddr(env, &local);
+  return sock == NULL ? NULL : local_address(env, sock->fd);
 }
 
 static napi_value batch_close(napi_env env, napi_callback_info info) {

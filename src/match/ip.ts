@@ -82,6 +82,14 @@ function isV4Mapped(words: Uint32Array): boolean {
   return words[0] === 0 && words[1] === 0 && words[2] === 0xffff;
 }
 
+/**
+ * The text of an IPv4-mapped IPv6 address as plain IPv4 (`::ffff:1.2.3.4` -> `1.2.3.4`), the
+ * way a dual-stack socket reports IPv4 peers; any other text unchanged.
+ */
+export function unmapIpv4(address: string): string {
+  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
+}
+
 /** Parses an IPv4 or IPv6 address (brackets and zone ids allowed); null when it is neither. */
 export function parseIp(input: string): ParsedIp | null {
   let text = input;

@@ -2,6 +2,7 @@ import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { ProxyConfig } from '../config/index.js';
 import { parseListenAddress } from '../config/address.js';
+import { unmapIpv4 } from '../match/ip.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { PortcullisError } from '../errors.js';
 import type { AddressResolver, PolicyView } from '../dns/index.js';
@@ -144,7 +145,7 @@ export class ProxyServer {
       const originalDestination =
         transparent.mode === 'tproxy'
           ? (socket: Socket): Endpoint | null => (socket.localAddress === undefined || socket.localPort === undefined ? null : { address: socket.localAddress, port: socket.localPort })
-          : (socket: Socket): Endpoint | null => binding.originalDestination(socketFd(socket), isIPv4(plainAddress(socket.remoteAddress ?? '')) ? 4 : 6);
+          : (socket: Socket): Endpoint | null => binding.originalDestination(socketFd(socket), isIPv4(unmapIpv4(socket.remoteAddress ?? '')) ? 4 : 6);
       const server: Server = createServer(
         { allowHalfOpen: true, pauseOnConnect: true },
         accept('transparent', (socket, done) =>
@@ -197,8 +198,8 @@ export class ProxyServer {
   private isOwnAddress(destination: Endpoint, server: Server): boolean {
     const own = server.address();
     if (own === null || typeof own === 'string' || destination.port !== own.port) return false;
-    const address = plainAddress(destination.address);
-    if (plainAddress(own.address) === address) return true;
+    const address = unmapIpv4(destination.address);
+    if (unmapIpv4(own.address) === address) return true;
     const now = performance.now();
     if (now - this.localAddresses.at > LOCAL_ADDRESSES_TTL_MS) {
       const addresses = new Set<string>();
@@ -233,8 +234,7 @@ export class ProxyServer {
     if (this.transparent !== null && transparent?.tcp != null) {
       addresses.transparent = await bind(this.transparent, transparent.tcp, 'proxy.transparent.tcp');
       if (transparent.mode === 'tproxy') {
-        const handle = (this.transparent as unknown as { _handle?: { fd?: number } })._handle;
-        this.binding?.setTransparent(handle?.fd ?? -1, isIPv4(addresses.transparent.address) ? 4 : 6);
+        this.binding?.setTransparent(socketFd(this.transparent), isIPv4(addresses.transparent.address) ? 4 : 6);
       }
     }
     if (this.quic !== null) addresses.quic = this.quic.listen();
@@ -255,7 +255,3 @@ export class ProxyServer {
 }
 
 const LOCAL_ADDRESSES_TTL_MS = 30_000;
-
-function plainAddress(address: string): string {
-  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
-}

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 
 /** A destination as the client meant it, before nftables redirected the packet. */
 export interface Endpoint {
@@ -74,8 +74,11 @@ export function nativeLoadError(): string {
   return loadError;
 }
 
-/** The file descriptor behind a connected net.Socket (libuv's TCP handle exposes it on Unix). */
-export function socketFd(socket: Socket): number {
+/**
+ * The file descriptor behind a connected net.Socket or a listening net.Server (libuv's TCP
+ * handle exposes it on Unix).
+ */
+export function socketFd(socket: Socket | Server): number {
   const handle = (socket as unknown as { _handle?: { fd?: unknown } })._handle;
   const fd = handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');

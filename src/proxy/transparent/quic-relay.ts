@@ -1,6 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
 import type { PolicyView } from '../../dns/index.js';
+import { unmapIpv4 } from '../../match/ip.js';
 import type { Logger } from '../../observability/logger.js';
 import { ClientSlots } from '../client-slots.js';
 import type { DialGuard } from '../dial-guard.js';
@@ -103,9 +104,9 @@ export class QuicRelay {
   private onListenerDatagram(data: Buffer, source: Endpoint, found: Endpoint | null): void {
     // Without an original destination the datagram was sent to the listener itself.
     if (found === null) return;
-    const client = { address: plain(source.address), port: source.port };
-    const destination = { address: plain(found.address), port: found.port };
-    if (destination.port === this.options.listen.port && destination.address === plain(this.options.listen.address)) return;
+    const client = { address: unmapIpv4(source.address), port: source.port };
+    const destination = { address: unmapIpv4(found.address), port: found.port };
+    if (destination.port === this.options.listen.port && destination.address === unmapIpv4(this.options.listen.address)) return;
     const key = `${client.address}|${client.port}|${destination.address}|${destination.port}`;
     const flow = this.flows.get(key) ?? this.open(key, client, destination);
     if (flow !== null) this.fromClient(flow, data);
@@ -201,7 +202,7 @@ export class QuicRelay {
     upstream.on('error', () => this.end(relayed));
     // Unconnected, so sends queue in order while it binds; answers from anyone else are ignored.
     upstream.on('message', (data, from) => {
-      if (from.port !== destination.port || plain(from.address) !== destination.address) return;
+      if (from.port !== destination.port || unmapIpv4(from.address) !== destination.address) return;
       relayed.lastSeenMs = performance.now();
       relayed.toClient += data.length;
       reply.send(data, client.address, client.port);
@@ -252,7 +253,3 @@ export class QuicRelay {
 
 /** Held bytes across all pending flows stay under this many flows' worth. */
 const PENDING_BUDGET_FLOWS = 1024;
-
-function plain(address: string): string {
-  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
-}

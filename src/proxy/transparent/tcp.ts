@@ -1,4 +1,5 @@
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { unmapIpv4 } from '../../match/ip.js';
 import type { Logger } from '../../observability/logger.js';
 import { abortTls, type TlsBlockAction } from '../actions.js';
 import { dialAddress, splice, type DialDeps } from '../dial.js';
@@ -23,11 +24,6 @@ export interface TransparentTcpOptions extends ProxyEvents {
   logger: Logger;
 }
 
-/** Strips the IPv4-mapped form a dual-stack socket reports, so rules and the guard see plain IPv4. */
-function plainAddress(address: string): string {
-  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
-}
-
 /**
  * One intercepted TCP connection. The original destination (address and port) is judged
  * first, before a byte is read: the IP layer (KakaoTalk LOCO's ports on Kakao ranges, LINE's
@@ -40,7 +36,7 @@ function plainAddress(address: string): string {
 export async function handleTransparentConnection(socket: Socket, options: TransparentTcpOptions, done: () => void): Promise<void> {
   const log = options.logger;
   const report = options.onResult ?? (() => undefined);
-  const client = plainAddress(socket.remoteAddress ?? '');
+  const client = unmapIpv4(socket.remoteAddress ?? '');
   const found = options.originalDestination(socket);
   if (found === null || options.isOwnAddress(found)) {
     // Not redirected: someone connected to the listener itself. Dialling "our own" address
@@ -50,7 +46,7 @@ export async function handleTransparentConnection(socket: Socket, options: Trans
     done();
     return;
   }
-  const destination: Endpoint = { address: plainAddress(found.address), port: found.port };
+  const destination: Endpoint = { address: unmapIpv4(found.address), port: found.port };
   const addressDecision = options.dial.policy.decide({ ip: destination.address, port: destination.port, proto: 'tcp', layer: 'ip' });
   if (addressDecision.verdict === 'block') {
     reportBlocked(options, 'transparent', client, addressDecision, null);
