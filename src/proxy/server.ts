@@ -1,5 +1,4 @@
 import { createServer, isIPv4, type Server, type Socket } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import type { ProxyConfig } from '../config/index.js';
 import { parseListenAddress } from '../config/address.js';
 import { unmapIpv4 } from '../match/ip.js';
@@ -13,6 +12,7 @@ import { DialGuard } from './dial-guard.js';
 import { handleHttpConnection } from './http-proxy.js';
 import { handleTlsConnection, type ProxyEvents, type ProxyListener } from './tls-proxy.js';
 import { nativeLoadError, socketFd, nativeBinding, type Endpoint } from '../util/native-addon.js';
+import { OwnAddresses } from './transparent/own-address.js';
 import { QuicRelay } from './transparent/quic-relay.js';
 import { handleTransparentConnection } from './transparent/tcp.js';
 
@@ -46,7 +46,6 @@ export class ProxyServer {
   private readonly openBy = { tls: 0, http: 0, transparent: 0 };
   private readonly deps: ProxyServerDeps;
   private readonly binding = nativeBinding();
-  private localAddresses = { at: Number.NEGATIVE_INFINITY, addresses: new Set<string>() };
 
   constructor(deps: ProxyServerDeps) {
     this.deps = deps;
@@ -146,6 +145,7 @@ export class ProxyServer {
         transparent.mode === 'tproxy'
           ? (socket: Socket): Endpoint | null => (socket.localAddress === undefined || socket.localPort === undefined ? null : { address: socket.localAddress, port: socket.localPort })
           : (socket: Socket): Endpoint | null => binding.originalDestination(socketFd(socket), isIPv4(unmapIpv4(socket.remoteAddress ?? '')) ? 4 : 6);
+      const ownAddresses = new OwnAddresses();
       const server: Server = createServer(
         { allowHalfOpen: true, pauseOnConnect: true },
         accept('transparent', (socket, done) =>
@@ -154,7 +154,10 @@ export class ProxyServer {
             {
               dial,
               originalDestination,
-              isOwnAddress: (destination: Endpoint): boolean => this.isOwnAddress(destination, server),
+              isOwnAddress: (destination: Endpoint): boolean => {
+                const listening = server.address();
+                return listening !== null && typeof listening !== 'string' && ownAddresses.isListener(destination, listening);
+              },
               blockAction: config.blockAction,
               firstDataTimeoutMs: transparent.firstDataTimeoutMs,
               clientHelloTimeoutMs: config.clientHelloTimeoutMs,
@@ -192,21 +195,6 @@ export class ProxyServer {
         onClosed: deps.onClosed,
       });
     }
-  }
-
-  /** A destination that is this listener itself: the connection was not intercepted. */
-  private isOwnAddress(destination: Endpoint, server: Server): boolean {
-    const own = server.address();
-    if (own === null || typeof own === 'string' || destination.port !== own.port) return false;
-    const address = unmapIpv4(destination.address);
-    if (unmapIpv4(own.address) === address) return true;
-    const now = performance.now();
-    if (now - this.localAddresses.at > LOCAL_ADDRESSES_TTL_MS) {
-      const addresses = new Set<string>();
-      for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) addresses.add(entry.address);
-      this.localAddresses = { at: now, addresses };
-    }
-    return this.localAddresses.addresses.has(address);
   }
 
   /** Client connections open now, by listener. */
@@ -253,5 +241,3 @@ export class ProxyServer {
     await closed;
   }
 }
-
-const LOCAL_ADDRESSES_TTL_MS = 30_000;

@@ -88,9 +88,9 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
     const result = await client(['tcp', host, String(port), payload, String(gapMs)]);
     return JSON.parse(result.stdout) as TcpResult;
   };
-  const quic = async (host: string, name: string, options: { pieces?: number; version?: 1 | 2; extra?: number; reverse?: boolean } = {}): Promise<{ from: string; data: string }[]> => {
+  const quic = async (host: string, name: string, options: { pieces?: number; version?: 1 | 2; extra?: number; reverse?: boolean; port?: number } = {}): Promise<{ from: string; data: string }[]> => {
     const args = [String(options.pieces ?? 2), String(options.version ?? 1), String(options.extra ?? 0), options.reverse === true ? 'reverse' : 'in-order'];
-    const result = await client(['quic', host, '443', name, ...args]);
+    const result = await client(['quic', host, String(options.port ?? 443), name, ...args]);
     return (JSON.parse(result.stdout) as { replies: { from: string; data: string }[] }).replies;
   };
   const curl = (args: string[]) => nsExec(topology().client, 'curl', ['-sS', '--max-time', '5', ...args]);
@@ -268,6 +268,16 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(replies.map((r) => r.from)).toEqual([`${WEB6}:443`, `${WEB6}:443`]);
       expect(await quic(WEB6, 'talk-pilsner.kakao.com', { pieces: 2 })).toEqual([]);
       expect(await quic(LINE6, 'www.example.org', { pieces: 2 })).toEqual([]);
+    });
+
+    it('an Initial sent straight at the QUIC listener is not taken for a flow (no loop back into it)', async () => {
+      const before = await metrics();
+      expect(await quic(topology().gatewayClientSide, 'www.example.org', { port: QUIC_LISTEN_PORT })).toEqual([]);
+      const after = await metrics();
+      for (const result of ['forwarded', 'forbidden']) {
+        const labels = `listener="quic",result="${result}"`;
+        expect(metricValue(after, 'portcullis_proxy_connections_total', labels)).toBe(metricValue(before, 'portcullis_proxy_connections_total', labels));
+      }
     });
 
     it('reads QUIC v2 Initials too, and a hello whose packets arrive last first', async () => {

@@ -4,6 +4,7 @@ import type { PolicyView } from '../../dns/index.js';
 import { unmapIpv4 } from '../../match/ip.js';
 import type { Logger } from '../../observability/logger.js';
 import { ClientSlots } from '../client-slots.js';
+import { OwnAddresses } from './own-address.js';
 import type { DialGuard } from '../dial-guard.js';
 import { CryptoStream, readInitialPacket } from '../quic/initial.js';
 import { readClientHelloMessage } from '../tls/client-hello.js';
@@ -72,6 +73,8 @@ export class QuicRelay {
   private readonly slots: ClientSlots;
   private readonly options: QuicRelayOptions;
   private listener: TransparentUdpSocket | null = null;
+  private bound: Endpoint | null = null;
+  private readonly ownAddresses = new OwnAddresses();
   private sweeper: NodeJS.Timeout | null = null;
   private heldBytesTotal = 0;
 
@@ -86,7 +89,8 @@ export class QuicRelay {
     const sweepEveryMs = Math.max(100, Math.min(this.options.idleTimeoutMs, this.options.helloTimeoutMs) / 4);
     this.sweeper = setInterval(() => this.sweep(), sweepEveryMs);
     this.sweeper.unref();
-    return this.listener.address();
+    this.bound = this.listener.address();
+    return this.bound;
   }
 
   /** Flows known now (held, dropped or relayed). */
@@ -102,11 +106,11 @@ export class QuicRelay {
   }
 
   private onListenerDatagram(data: Buffer, source: Endpoint, found: Endpoint | null): void {
-    // Without an original destination the datagram was sent to the listener itself.
-    if (found === null) return;
+    // Sent to the listener itself (no original destination, or its own address): relaying it
+    // would loop back into the listener.
+    if (found === null || this.bound === null || this.ownAddresses.isListener(found, this.bound)) return;
     const client = { address: unmapIpv4(source.address), port: source.port };
     const destination = { address: unmapIpv4(found.address), port: found.port };
-    if (destination.port === this.options.listen.port && destination.address === unmapIpv4(this.options.listen.address)) return;
     const key = `${client.address}|${client.port}|${destination.address}|${destination.port}`;
     const flow = this.flows.get(key) ?? this.open(key, client, destination);
     if (flow !== null) this.fromClient(flow, data);
