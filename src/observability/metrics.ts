@@ -62,7 +62,7 @@ export interface Metrics {
   attach(sources: MetricSources): void;
   /** `startedMs` is performance.now() when the query was read. */
   dnsResult(result: DnsResultLabel, protocol: DnsProtocol, startedMs: number): void;
-  /** What a DNS worker thread counted since its last report (see DnsWorkerStats). */
+  /** What a DNS worker thread counted since its last report (dns/worker.ts). */
   dnsWorkerReport(worker: number, report: DnsWorkerReport): void;
   blocked(block: BlockEvent): void;
   proxyResult(listener: ProxyListener, result: ProxyResultLabel): void;
@@ -237,7 +237,7 @@ export function createMetrics(upstreams: readonly string[], options: { dnsWorker
       sources = attached;
     },
     dnsResult(result, protocol, startedMs) {
-      dnsQueries.inc(DNS_PROTOCOL_INDEX[protocol] * DNS_RESULTS.length + DNS_RESULT_INDEX[result]);
+      dnsQueries.inc(dnsQueryIndex(result, protocol));
       workerQueries.inc(0);
       if (result !== 'dropped') dnsDuration.observe((performance.now() - startedMs) / 1000);
     },

@@ -173,8 +173,7 @@ export async function handleHttpConnection(socket: Socket, options: HttpProxyOpt
    * The request's destination decides: an absolute-URI (or CONNECT) authority wins over Host
    * (RFC 9112 3.2.2), and it is also the address that is dialled.
    */
-  const decideHead = (head: RequestHead, port: number): Decision =>
-    fixed === undefined ? options.dial.policy.decide({ name: head.host, port, layer: 'http' }) : options.dial.policy.decide({ name: head.host, ip: fixed.address, port: fixed.port, layer: 'http' });
+  const decideHead = (head: RequestHead, port: number): Decision => options.dial.policy.decide({ name: head.host, ip: fixed?.address, port: fixed?.port ?? port, layer: 'http' });
 
   const tunnel = async (head: RequestHead): Promise<void> => {
     const host = head.host!;
