@@ -138,10 +138,9 @@ function ruleRow(rule: Rule): HTMLTableRowElement {
       cancel.addEventListener('click', () => actions.replaceChildren(remove));
       confirm.addEventListener('click', () => {
         call('DELETE', `/v1/rules/${rule.id}`)
-          .then(() => {
-            status(`Rule ${rule.id} deleted.`);
-            return rulesView();
-          })
+          // The list is shown again first: the status must not announce what it does not show yet.
+          .then(() => rulesView())
+          .then(() => status(`Rule ${rule.id} deleted.`))
           .catch((e: unknown) => status(e instanceof ApiError && e.status === 404 ? 'That rule was already removed elsewhere. Reload the page.' : explain(e), true));
       });
       actions.replaceChildren(confirm, cancel);
@@ -177,9 +176,9 @@ function addRuleForm(rulesEtag: string | null): HTMLFormElement {
     }
     const body = { type: kind, value: value.value.trim(), action: action.value, ...(comment.value.trim() === '' ? {} : { comment: comment.value.trim() }) };
     call<Rule>('POST', '/v1/rules', body, rulesEtag === null ? {} : { 'if-match': rulesEtag })
-      .then(({ body: rule }) => {
+      .then(async ({ body: rule }) => {
+        await rulesView();
         status(`Rule ${rule.id} added: ${rule.action} ${rule.value}.`);
-        return rulesView();
       })
       .catch((e: unknown) => status(explain(e), true));
   });
