@@ -176,7 +176,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
   const proxy = new ProxyServer({
     config: config.proxy,
     policy: engine,
-    resolver: createAddressResolver(dns.upstream),
+    resolver: createAddressResolver(dns.upstream, dns.cache),
     logger,
     onBlocked,
     onResult: (listener, result) => metrics.proxyResult(listener, result),
@@ -184,6 +184,8 @@ export async function startGateway(config: Config, logger: Logger, options: Star
   });
   started.push(() => proxy.close());
   const proxyAddresses = await step(() => proxy.listen());
+  // A policy change reaches open connections too: each is decided again, those now blocked cut.
+  engine.on('swap', () => proxy.recheck());
   metrics.attach({
     engine,
     cache: () => ({ entries: dns.cache.size, bytes: dns.cache.bytes, maxEntries: config.dns.cache.maxEntries, maxBytes: config.dns.cache.maxBytes }),

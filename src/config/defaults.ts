@@ -74,6 +74,14 @@ export const DEFAULTS = Object.freeze({
   clientHelloMaxBytes: 65_536,
   httpMaxHeadBytes: 16_384,
   proxyIdleTimeoutMs: 300_000,
+  /**
+   * Once one direction of a proxied connection has ended (FIN), or a refused client has been
+   * answered, the rest must be over within this much quiet (HAProxy's client-fin/server-fin):
+   * a peer that never closes its side cannot hold a slot for the whole idle timeout.
+   */
+  proxyHalfClosedTimeoutMs: 15_000,
+  /** Largest response head the HTTP proxy reads to find where a response ends. */
+  httpMaxResponseHeadBytes: 65_536,
   /** nftables table the IP layer is exported to (nftables.table). */
   nftablesTable: 'portcullis',
   /** Policy changes that come in a burst are written out once, this long after the last. */

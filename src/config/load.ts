@@ -193,6 +193,21 @@ function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string)
     if (tryParseRuleName(name) === null) report(['proxy', 'hosts', name], `"${name}" is not a valid host name`);
     if (isIP(ip) === 0) report(['proxy', 'hosts', name], `"${ip}" is not an IP address`);
   }
+  merged.proxy.allowClients?.forEach((cidr, i) => {
+    try {
+      parseCidr(cidr);
+    } catch (e: unknown) {
+      report(['proxy', 'allowClients', i], errorMessage(e));
+    }
+  });
+  // Never an open proxy by accident: as for DNS, a listener beyond private networks needs an ACL.
+  for (const path of [['proxy', 'tls', 'listen'], ['proxy', 'http', 'listen'], ['proxy', 'transparent', 'tcp'], ['proxy', 'transparent', 'quic']] as const) {
+    const listen = path[1] === 'transparent' ? merged.proxy.transparent?.[path[2]] : merged.proxy[path[1]]?.listen;
+    const parsed = listen === undefined ? null : parseHostPort(listen, { allowAnyPort: true });
+    if (parsed !== null && typeof parsed !== 'string' && isIP(parsed.host) !== 0 && !isPrivateListenHost(parsed.host) && merged.proxy.allowClients === undefined) {
+      report([...path], `listening on ${parsed.host} reaches beyond private networks: set proxy.allowClients to the networks allowed to use the proxy`);
+    }
+  }
   merged.proxy.allowedUpstreamNetworks?.forEach((cidr, i) => {
     try {
       parseCidr(cidr);
@@ -358,6 +373,8 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
       httpMaxHeadBytes: merged.proxy.httpMaxHeadBytes ?? DEFAULTS.httpMaxHeadBytes,
       connectTimeoutMs: merged.proxy.connectTimeout === undefined ? DEFAULTS.dialConnectTimeoutMs : parseDurationMs(merged.proxy.connectTimeout),
       idleTimeoutMs: merged.proxy.idleTimeout === undefined ? DEFAULTS.proxyIdleTimeoutMs : parseDurationMs(merged.proxy.idleTimeout),
+      halfClosedTimeoutMs: merged.proxy.halfClosedTimeout === undefined ? DEFAULTS.proxyHalfClosedTimeoutMs : parseDurationMs(merged.proxy.halfClosedTimeout),
+      allowClients: merged.proxy.allowClients ?? null,
       transparent: transparentConfig(merged.proxy.transparent),
     },
     admin: {

@@ -106,6 +106,8 @@ export const ConfigSchema = Type.Object(
           httpMaxHeadBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1_048_576 })),
           connectTimeout: Type.Optional(Duration),
           idleTimeout: Type.Optional(Duration),
+          halfClosedTimeout: Type.Optional(Duration),
+          allowClients: Type.Optional(Type.Array(Type.String(), { description: 'CIDRs that may use the proxy listeners; default loopback, RFC 1918, ULA' })),
           transparent: Type.Optional(
             Type.Object(
               {
@@ -207,6 +209,9 @@ export interface ProxyConfig {
   httpMaxHeadBytes: number;
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  halfClosedTimeoutMs: number;
+  /** Who may use the proxy listeners; null: the default networks (loopback, RFC 1918, ULA). */
+  allowClients: string[] | null;
   /** Transparent (intercepting) listeners; null when not configured. */
   transparent: TransparentConfig | null;
 }

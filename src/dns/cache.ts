@@ -52,7 +52,7 @@ const FLAG_RD_CD = 0x0110;
 /** Bytes an entry costs beyond its wire (key, object, offsets): a rough, fixed estimate. */
 const ENTRY_OVERHEAD_BYTES = 160;
 
-export function cacheKey(query: Query, dnssecOk: boolean): string {
+export function cacheKey(query: Pick<Query, 'qname' | 'qtype' | 'qclass' | 'flags'>, dnssecOk: boolean): string {
   return `${query.qname}|${query.qtype}|${query.qclass}|${dnssecOk ? 1 : 0}${(query.flags & 0x0010) !== 0 ? 1 : 0}`;
 }
 

@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { HotCounter, HotHistogram } from './hot-metrics.js';
 import { APP_IDS } from '../catalog/index.js';
 import type { BlockEvent, PolicyEngine, SwapEvent } from '../policy/index.js';
+import { PROXY_LISTENERS, PROXY_RESULTS } from '../proxy/events.js';
 
 /**
  * Every metric portcullis exports, on one registry. Labels come from closed sets (app, layer,
@@ -12,8 +13,6 @@ import type { BlockEvent, PolicyEngine, SwapEvent } from '../policy/index.js';
 export const DNS_PROTOCOLS = ['udp', 'tcp', 'dot', 'doh'] as const;
 export const DNS_RESULTS = ['allowed', 'blocked', 'cached', 'servfail', 'refused', 'formerr', 'dropped'] as const;
 export const LAYERS = ['dns', 'tls', 'http', 'ip', 'quic'] as const;
-export const PROXY_LISTENERS = ['tls', 'http', 'transparent', 'quic'] as const;
-export const PROXY_RESULTS = ['forwarded', 'blocked', 'invalid', 'no-sni', 'timeout', 'too-large', 'forbidden', 'unresolved', 'dial-failed', 'limited', 'not-intercepted'] as const;
 export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
 const APPS_AND_CUSTOM = [...APP_IDS, 'custom'] as const;
 

@@ -15,6 +15,11 @@ export interface DecisionQuery {
   /** Transport of `port`; TCP unless said otherwise. */
   proto?: Protocol;
   layer: Layer;
+  /**
+   * The client's address. Every decision carries it so that client groups can decide per
+   * client; the global policy decides the same for every client.
+   */
+  client?: string | null;
 }
 
 export type Verdict = 'allow' | 'block';

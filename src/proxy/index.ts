@@ -1,3 +1,3 @@
 export { ProxyServer, type ProxyAddresses, type ProxyServerDeps } from './server.js';
-export type { ProxyListener, ProxyResult } from './tls-proxy.js';
-export { readClientHello, type ClientHelloInfo, type ClientHelloResult } from './tls/client-hello.js';
+export { PROXY_LISTENERS, PROXY_RESULTS, type ProxyListener, type ProxyResult } from './events.js';
+export { readClientHello, type ClientHelloInfo, type ClientHelloResult } from './inspect/client-hello.js';

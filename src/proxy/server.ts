@@ -1,20 +1,22 @@
 import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import type { ProxyConfig } from '../config/index.js';
 import { parseListenAddress } from '../config/address.js';
-import { unmapIpv4 } from '../match/ip.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { PortcullisError } from '../errors.js';
 import type { AddressResolver, PolicyView } from '../dns/index.js';
+import { PortcullisError } from '../errors.js';
+import { ClientAcl, DEFAULT_CLIENT_NETWORKS } from '../match/client-acl.js';
+import { unmapIpv4 } from '../match/ip.js';
 import type { Logger } from '../observability/logger.js';
-import { ClientSlots } from './client-slots.js';
-import type { DialDeps } from './dial.js';
-import { DialGuard } from './dial-guard.js';
-import { handleHttpConnection } from './http-proxy.js';
-import { handleTlsConnection, type ProxyEvents, type ProxyListener } from './tls-proxy.js';
-import { nativeLoadError, socketFd, nativeBinding, type Endpoint } from '../util/native-addon.js';
-import { OwnAddresses } from './transparent/own-address.js';
-import { QuicRelay } from './transparent/quic-relay.js';
-import { handleTransparentConnection } from './transparent/tcp.js';
+import { nativeBinding, nativeLoadError, socketFd, type Endpoint } from '../util/native-addon.js';
+import { Connection, type Handler } from './connection.js';
+import { ConnectionTable } from './connection-table.js';
+import { createProxyContext, type ProxyContext } from './context.js';
+import { inspectTls } from './decide/tls.js';
+import { HttpStream } from './decide/http.js';
+import { inspectTransparent } from './decide/transparent.js';
+import { ProxyReporter, type ProxyEvents, type ProxyListener } from './events.js';
+import { OwnAddresses } from './own-address.js';
+import { QuicRelay } from './quic-relay.js';
 
 export interface ProxyServerDeps extends ProxyEvents {
   config: ProxyConfig;
@@ -31,110 +33,39 @@ export interface ProxyAddresses {
   quic?: Endpoint;
 }
 
+type TcpListener = Exclude<ProxyListener, 'quic'>;
 
 /**
- * The TLS (SNI) and HTTP (Host) proxy listeners, explicit mode. Each connection takes a slot
- * (global cap via maxConnections, per-client cap via ClientSlots); SIGTERM stops accepting,
- * lets open connections finish for a while, then closes them.
+ * The proxy's listeners: TLS (SNI) and HTTP (Host) in explicit mode, and the intercepting TCP
+ * and QUIC listeners of transparent mode. This is where a connection is admitted or not:
+ *   1. proxy.allowClients: a client outside it is closed at accept, before a byte is read;
+ *   2. the ConnectionTable: one slot per connection, at most maxConnectionsPerClient per client
+ *      (the listener's maxConnections caps them all);
+ *   3. a Connection owns it from there to its last socket's close, running the listener's
+ *      handler: inspect, decide, hand back an outcome the Connection acts on.
+ * On a policy change, every open connection is decided again (recheck). SIGTERM stops
+ * accepting, lets open connections finish for a while, then closes them.
  */
 export class ProxyServer {
   private readonly tls: Server;
   private readonly http: Server;
   private readonly transparent: Server | null = null;
   private readonly quic: QuicRelay | null = null;
-  private readonly open = new Set<Socket>();
-  private readonly openBy = { tls: 0, http: 0, transparent: 0 };
-  private readonly deps: ProxyServerDeps;
+  private readonly ctx: ProxyContext;
+  private readonly table: ConnectionTable;
+  private readonly acl: ClientAcl;
   private readonly binding = nativeBinding();
 
-  constructor(deps: ProxyServerDeps) {
-    this.deps = deps;
-    const { config, logger } = deps;
-    const log = logger.child({ component: 'proxy' });
-    const dial: DialDeps = {
-      policy: deps.policy,
-      resolver: deps.resolver,
-      hosts: config.hosts,
-      guard: new DialGuard(config.allowedUpstreamNetworks),
-      connectTimeoutMs: config.connectTimeoutMs,
-    };
-    const slots = new ClientSlots(config.maxConnectionsPerClient);
-    const accept = (listener: Exclude<ProxyListener, 'quic'>, handle: (socket: Socket, done: () => void) => Promise<void>) => (socket: Socket) => {
-      const client = socket.remoteAddress ?? '';
-      socket.on('error', (err) => {
-        log.debug({ err: err.message, listener }, 'client socket error');
-        socket.destroy();
-      });
-      if (!slots.take(client)) {
-        deps.onResult?.(listener, 'limited', null);
-        socket.destroy();
-        return;
-      }
-      // Tracked until the socket is closed, not until its handler is done: a refused HTTP client
-      // may still be reading its 4xx page, and close() must end that connection too.
-      this.open.add(socket);
-      this.openBy[listener]++;
-      let isDone = false;
-      const done = (): void => {
-        if (isDone) return;
-        isDone = true;
-        slots.release(client);
-      };
-      socket.once('close', () => {
-        this.open.delete(socket);
-        this.openBy[listener]--;
-        deps.onClosed?.(listener, socket.bytesRead, socket.bytesWritten);
-        done();
-      });
-      handle(socket, done).catch((e: unknown) => {
-        log.error({ err: e instanceof Error ? e.message : String(e), listener }, 'proxy handler failed (a bug)');
-        socket.destroy();
-        done();
-      });
-    };
-    this.tls = createServer(
-      { allowHalfOpen: true, pauseOnConnect: true },
-      accept('tls', (socket, done) =>
-        handleTlsConnection(
-          socket,
-          {
-            dial,
-            upstreamPort: config.tls.upstreamPort,
-            blockAction: config.blockAction,
-            clientHelloTimeoutMs: config.clientHelloTimeoutMs,
-            clientHelloMaxBytes: config.clientHelloMaxBytes,
-            idleTimeoutMs: config.idleTimeoutMs,
-            logger: log,
-            onResult: deps.onResult,
-            onBlocked: deps.onBlocked,
-          },
-          done,
-        ),
-      ),
+  constructor(private readonly deps: ProxyServerDeps) {
+    const { config } = deps;
+    const report = new ProxyReporter(deps, deps.logger.child({ component: 'proxy' }));
+    this.ctx = createProxyContext(config, deps.policy, deps.resolver, report);
+    this.table = new ConnectionTable(config.maxConnectionsPerClient, report);
+    this.acl = new ClientAcl(config.allowClients ?? DEFAULT_CLIENT_NETWORKS);
+    this.tls = this.listener('tls', (connection) => inspectTls(connection, this.ctx, config.tls.upstreamPort));
+    this.http = this.listener('http', (connection) =>
+      Promise.resolve({ kind: 'stream', stream: new HttpStream(connection, this.ctx, { upstreamPort: config.http.upstreamPort, fixed: null }) }),
     );
-    this.http = createServer(
-      { allowHalfOpen: true, pauseOnConnect: true },
-      accept('http', (socket, done) =>
-        handleHttpConnection(
-          socket,
-          {
-            dial,
-            upstreamPort: config.http.upstreamPort,
-            blockAction: config.blockAction,
-            headTimeoutMs: config.clientHelloTimeoutMs,
-            maxHeadBytes: config.httpMaxHeadBytes,
-            clientHelloMaxBytes: config.clientHelloMaxBytes,
-            idleTimeoutMs: config.idleTimeoutMs,
-            logger: log,
-            onResult: deps.onResult,
-            onBlocked: deps.onBlocked,
-          },
-          done,
-        ),
-      ),
-    );
-    this.tls.maxConnections = config.maxConnections;
-    this.http.maxConnections = config.maxConnections;
 
     const transparent = config.transparent;
     if (transparent === null) return;
@@ -146,64 +77,47 @@ export class ProxyServer {
           ? (socket: Socket): Endpoint | null => (socket.localAddress === undefined || socket.localPort === undefined ? null : { address: socket.localAddress, port: socket.localPort })
           : (socket: Socket): Endpoint | null => binding.originalDestination(socketFd(socket), isIPv4(unmapIpv4(socket.remoteAddress ?? '')) ? 4 : 6);
       const ownAddresses = new OwnAddresses();
-      const server: Server = createServer(
-        { allowHalfOpen: true, pauseOnConnect: true },
-        accept('transparent', (socket, done) =>
-          handleTransparentConnection(
-            socket,
-            {
-              dial,
-              originalDestination,
-              isOwnAddress: (destination: Endpoint): boolean => {
-                const listening = server.address();
-                return listening !== null && typeof listening !== 'string' && ownAddresses.isListener(destination, listening);
-              },
-              blockAction: config.blockAction,
-              firstDataTimeoutMs: transparent.firstDataTimeoutMs,
-              clientHelloTimeoutMs: config.clientHelloTimeoutMs,
-              clientHelloMaxBytes: config.clientHelloMaxBytes,
-              maxHeadBytes: config.httpMaxHeadBytes,
-              idleTimeoutMs: config.idleTimeoutMs,
-              logger: log,
-              onResult: deps.onResult,
-              onBlocked: deps.onBlocked,
-            },
-            done,
-          ),
-        ),
+      const server: Server = this.listener('transparent', (connection) =>
+        inspectTransparent(connection, this.ctx, {
+          originalDestination,
+          isOwnAddress: (destination) => {
+            const listening = server.address();
+            return listening !== null && typeof listening !== 'string' && ownAddresses.isListener(destination, listening);
+          },
+          firstDataTimeoutMs: transparent.firstDataTimeoutMs,
+        }),
       );
-      server.maxConnections = config.maxConnections;
       this.transparent = server;
     }
     if (transparent.quic !== null) {
       const at = parseListenAddress(transparent.quic, 'proxy.transparent.quic');
-      this.quic = new QuicRelay({
+      this.quic = new QuicRelay(this.ctx, this.table, {
         binding,
         listen: { address: at.host, port: at.port },
-        policy: deps.policy,
-        guard: dial.guard,
         idleTimeoutMs: transparent.quicIdleTimeoutMs,
-        helloTimeoutMs: config.clientHelloTimeoutMs,
-        clientHelloMaxBytes: config.clientHelloMaxBytes,
         maxFlows: transparent.quicMaxFlows,
-        maxFlowsPerClient: config.maxConnectionsPerClient,
         pendingDatagrams: DEFAULTS.quicPendingDatagrams,
         pendingBytes: DEFAULTS.quicPendingBytes,
-        logger: log,
-        onResult: deps.onResult,
-        onBlocked: deps.onBlocked,
-        onClosed: deps.onClosed,
+        acl: this.acl,
       });
     }
   }
 
-  /** Client connections open now, by listener. */
+  /** Client connections (QUIC: flows) open now, by listener. */
   get activeConnections(): Record<ProxyListener, number> {
-    return { ...this.openBy, quic: this.quic?.activeFlows ?? 0 };
+    return this.table.active;
+  }
+
+  /**
+   * The policy changed: every open connection and flow is decided again on what it was allowed
+   * on, and those now blocked are cut. Returns how many were cut.
+   */
+  recheck(): number {
+    return this.table.recheck(this.deps.policy);
   }
 
   async listen(): Promise<ProxyAddresses> {
-    const bind = (server: Server, listen: string, field: string): Promise<{ address: string; port: number }> => {
+    const bind = (server: Server, listen: string, field: string): Promise<Endpoint> => {
       const at = parseListenAddress(listen, field);
       return new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -235,9 +149,36 @@ export class ProxyServer {
     this.quic?.close();
     const servers = this.transparent === null ? [this.tls, this.http] : [this.tls, this.http, this.transparent];
     const closed = Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref());
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, drainMs);
+    });
     await Promise.race([closed, deadline]);
-    for (const socket of this.open) socket.destroy();
+    clearTimeout(timer);
+    for (const entry of this.table.all()) entry.close('destroy');
     await closed;
+  }
+
+  /** A TCP listener: admission, then a Connection running `handler`. */
+  private listener(listener: TcpListener, handler: Handler): Server {
+    const { report } = this.ctx;
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      const clientAddress = unmapIpv4(socket.remoteAddress ?? '');
+      if (!this.acl.allows(clientAddress)) {
+        socket.on('error', () => undefined);
+        socket.destroy();
+        report.result(listener, 'client-refused');
+        return;
+      }
+      const connection = new Connection(listener, socket, clientAddress, this.ctx, this.table);
+      if (!this.table.open(connection)) {
+        report.result(listener, 'limited');
+        connection.close('destroy');
+        return;
+      }
+      void connection.run(handler);
+    });
+    server.maxConnections = this.deps.config.maxConnections;
+    return server;
   }
 }

@@ -4,7 +4,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PortcullisError } from '../../src/errors.js';
-import { DialGuard, connectGuarded } from '../../src/proxy/dial-guard.js';
+import { DialGuard, connectGuarded } from '../../src/proxy/act/dial-guard.js';
 
 // Loopback only: every address dialled here is 127.0.0.0/8, or is refused before a socket exists.
 

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_IDS, loadCatalog } from '../../src/catalog/index.js';
 import { loadConfigChecked, type ProxyConfig } from '../../src/config/index.js';
 import { createAddressResolver, type AddressResolver } from '../../src/dns/index.js';
+import { AnswerCache } from '../../src/dns/cache.js';
 import { UpstreamPool } from '../../src/dns/upstream.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { PolicyEngine, type Decision } from '../../src/policy/index.js';
@@ -418,7 +419,7 @@ beforeAll(async () => {
     'innocent.test': [{ type: 'A', value: '147.92.150.1' }],
   });
   pool = new UpstreamPool([dns.target], { logger: createLogger({ level: 'silent' }) });
-  resolver = createAddressResolver(pool);
+  resolver = createAddressResolver(pool, new AnswerCache());
   engine = new PolicyEngine({ catalog: await loadCatalog(), apps: { enabled: new Set(APP_IDS), extended: new Set() } });
   main = await startProxy();
 });
@@ -1095,8 +1096,8 @@ describe('HTTP proxy: connection ends', () => {
     expect(Date.now() - started).toBeLessThan(500);
   });
 
-  it('a client that never closes after a 451 is closed at the head deadline (close() does not wait for it)', async () => {
-    const proxy = await startProxy({ 'proxy.clientHelloTimeout': '1s' });
+  it('a client that never closes after a 451 is closed at the half-closed timeout (close() does not wait for it)', async () => {
+    const proxy = await startProxy({ 'proxy.halfClosedTimeout': '1s' });
     const socket = connect({ host: '127.0.0.1', port: proxy.http, allowHalfOpen: true });
     socket.on('error', () => undefined);
     let received = '';
@@ -1118,7 +1119,7 @@ describe('HTTP proxy: connection ends', () => {
   });
 
   it('close() ends a client still lingering after a 451 once the drain time is up', async () => {
-    const proxy = await startProxy({ 'proxy.clientHelloTimeout': '10s' });
+    const proxy = await startProxy({ 'proxy.halfClosedTimeout': '10s' });
     const socket = connect({ host: '127.0.0.1', port: proxy.http, allowHalfOpen: true });
     socket.on('error', () => undefined);
     let received = '';

@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { connect, type ConnectionOptions } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { readClientHello } from '../../src/proxy/tls/client-hello.js';
+import { readClientHello } from '../../src/proxy/inspect/client-hello.js';
 
 const DIR = fileURLToPath(new URL('../fixtures/client-hello/', import.meta.url));
 

@@ -1,5 +1,5 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
-import { clientInitialKeys, QUIC_V1, QUIC_V2 } from '../../src/proxy/quic/initial.js';
+import { clientInitialKeys, QUIC_V1, QUIC_V2 } from '../../src/proxy/inspect/quic-initial.js';
 import { alpn, commonExtensions, handshake, helloBody, keyShare, serverName } from './client-hello.js';
 
 /**

@@ -12,7 +12,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
-import { QUIC_V1, QUIC_V2 } from '../../../src/proxy/quic/initial.js';
+import { QUIC_V1, QUIC_V2 } from '../../../src/proxy/inspect/quic-initial.js';
 import { browserHello, clientInitials } from '../quic-initial.js';
 
 const WAIT_MS = 2_500;

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CryptoStream, QUIC_V1, QUIC_V2, clientInitialKeys, readInitialPacket, readVarint } from '../../../src/proxy/quic/initial.js';
-import { readClientHelloMessage } from '../../../src/proxy/tls/client-hello.js';
-import { browserHello, clientInitials } from '../../support/quic-initial.js';
+import { CryptoStream, QUIC_V1, QUIC_V2, clientInitialKeys, readInitialPacket, readVarint } from '../../../../src/proxy/inspect/quic-initial.js';
+import { readClientHelloMessage } from '../../../../src/proxy/inspect/client-hello.js';
+import { browserHello, clientInitials } from '../../../support/quic-initial.js';
 
 function fixture(name: string): Buffer {
-  return Buffer.from(readFileSync(new URL(`../../fixtures/quic/${name}.hex`, import.meta.url), 'utf8').replace(/\s+/g, ''), 'hex');
+  return Buffer.from(readFileSync(new URL(`../../../fixtures/quic/${name}.hex`, import.meta.url), 'utf8').replace(/\s+/g, ''), 'hex');
 }
 
 const DCID = Buffer.from('8394c8f03e515708', 'hex');

@@ -2,7 +2,8 @@ import { isUtf8 } from 'node:buffer';
 import { isIPv6 } from 'node:net';
 import { formatIp, parseIp } from '../../match/ip.js';
 import { normalizeQueryName } from '../../match/name.js';
-import type { SniffResult } from '../sniffer.js';
+import { CR, DEL, HASH, LINE_BARE_CR, LINE_BARE_LF, LINE_SHORT, SP, fieldNameEnd, findLineEnd, isName, isOws, isTchar, listElements } from './http-syntax.js';
+import type { SniffResult } from './sniffer.js';
 
 /**
  * HTTP/1.x request-head reader (RFC 9112, RFC 9110). Hand-written for the same reason as the
@@ -80,79 +81,6 @@ export type RequestHeadInvalidReason =
 
 export type RequestHeadResult = SniffResult<{ head: RequestHead }>;
 
-export type ChunkedScan = { kind: 'need-more' } | { kind: 'done'; end: number } | { kind: 'invalid'; reason: ChunkedInvalidReason };
-
-export type ChunkedInvalidReason = 'body-too-large' | 'bare-lf' | 'bare-cr' | 'bad-chunk-size' | 'bad-chunk-ext' | 'bad-chunk' | 'bad-trailer' | 'obs-fold';
-
-const CR = 0x0d;
-const LF = 0x0a;
-const SP = 0x20;
-const HTAB = 0x09;
-const COLON = 0x3a;
-const SEMICOLON = 0x3b;
-const EQUALS = 0x3d;
-const DQUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const HASH = 0x23;
-const DEL = 0x7f;
-
-/** tchar (RFC 9110 5.6.2): the characters of a method, a field name, a coding. */
-const TCHAR = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
-
-function isTchar(c: number): boolean {
-  return c < 128 && TCHAR[c] === 1;
-}
-
-function isOws(c: number | undefined): boolean {
-  return c === SP || c === HTAB;
-}
-
-// findLineEnd outcomes other than an index.
-const LINE_SHORT = -1;
-const LINE_BARE_LF = -2;
-const LINE_BARE_CR = -3;
-const LINE_CONTROL = -4;
-
-/**
- * Index of the CR of the CRLF ending the line that starts at `from`, looking below `limit`;
- * or a LINE_* code: the line is not complete yet, or holds a bare LF, a bare CR, or a control
- * character other than HTAB (with `isAsciiOnly`, any byte above 0x7e as well).
- */
-function findLineEnd(buf: Uint8Array, from: number, limit: number, isAsciiOnly: boolean): number {
-  for (let i = from; i < limit; i++) {
-    const c = buf[i]!;
-    if (c === CR) {
-      if (i + 1 >= limit) return LINE_SHORT;
-      return buf[i + 1] === LF ? i : LINE_BARE_CR;
-    }
-    if (c === LF) return LINE_BARE_LF;
-    if ((c < SP && c !== HTAB) || c === DEL || (isAsciiOnly && c > DEL)) return LINE_CONTROL;
-  }
-  return LINE_SHORT;
-}
-
-/**
- * End of a field name when [start, end) is `token ":" value` (RFC 9112 5), else -1. A space
- * before the colon is refused (RFC 9112 5.1: MUST reject, a known smuggling vector).
- */
-function fieldNameEnd(buf: Uint8Array, start: number, end: number): number {
-  let i = start;
-  while (i < end && isTchar(buf[i]!)) i++;
-  return i > start && i < end && buf[i] === COLON ? i : -1;
-}
-
-/** Case-insensitive comparison of buf[start, end) with a lower-case ASCII name. */
-function isName(buf: Uint8Array, start: number, end: number, name: string): boolean {
-  if (end - start !== name.length) return false;
-  for (let i = 0; i < name.length; i++) if ((buf[start + i]! | 0x20) !== name.charCodeAt(i)) return false;
-  return true;
-}
-
-/** Elements of a comma-separated list (RFC 9110 5.6.1), trimmed; empty elements kept as ''. */
-function listElements(value: string): string[] {
-  return value.split(',').map((element) => element.replace(/^[ \t]+|[ \t]+$/g, ''));
-}
 
 const IS_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const IS_DIGITS = /^[0-9]+$/;
@@ -456,109 +384,3 @@ export function bodyLength(head: RequestHead): number | 'chunked' {
   return head.contentLength ?? 0;
 }
 
-/** Largest size that may take one more hex digit and stay a safe integer. */
-const MAX_CHUNK_SIZE_BEFORE_DIGIT = Math.floor((Number.MAX_SAFE_INTEGER - 15) / 16);
-
-function hexValue(c: number): number {
-  if (c >= 0x30 && c <= 0x39) return c - 0x30;
-  const lower = c | 0x20;
-  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
-}
-
-/** Index after a quoted-string starting at `start` (a DQUOTE), or -1 (RFC 9110 5.6.4). */
-function quotedStringEnd(buf: Uint8Array, start: number, end: number): number {
-  for (let i = start + 1; i < end; i++) {
-    const c = buf[i]!;
-    if (c === DQUOTE) return i + 1;
-    if (c === BACKSLASH) i++;
-  }
-  return -1;
-}
-
-function tokenEnd(buf: Uint8Array, start: number, end: number): number {
-  let i = start;
-  while (i < end && isTchar(buf[i]!)) i++;
-  return i;
-}
-
-function skipOws(buf: Uint8Array, start: number, end: number): number {
-  let i = start;
-  while (i < end && isOws(buf[i])) i++;
-  return i;
-}
-
-/**
- * Reads `chunk-size [chunk-ext]` in [start, end) (RFC 9112 7.1.1); returns the size, or a
- * reason. Extensions are `; name [= token / quoted-string]` with optional whitespace around
- * `;` and `=`, none after the last one.
- */
-function readChunkSizeLine(buf: Uint8Array, start: number, end: number): number | ChunkedInvalidReason {
-  let size = 0;
-  let i = start;
-  for (let digit = i < end ? hexValue(buf[i]!) : -1; digit !== -1; digit = i < end ? hexValue(buf[i]!) : -1) {
-    // Leading zeros are fine; a size past 2^53 - 1 is not (it could not be counted exactly).
-    if (size > MAX_CHUNK_SIZE_BEFORE_DIGIT) return 'bad-chunk-size';
-    size = size * 16 + digit;
-    i++;
-  }
-  if (i === start) return 'bad-chunk-size';
-  while (i < end) {
-    i = skipOws(buf, i, end);
-    if (i >= end || buf[i] !== SEMICOLON) return 'bad-chunk-ext';
-    i = skipOws(buf, i + 1, end);
-    const nameEnd = tokenEnd(buf, i, end);
-    if (nameEnd === i) return 'bad-chunk-ext';
-    i = nameEnd;
-    const afterSpace = skipOws(buf, i, end);
-    if (afterSpace < end && buf[afterSpace] === EQUALS) {
-      const valueStart = skipOws(buf, afterSpace + 1, end);
-      const valueEnd = buf[valueStart] === DQUOTE ? quotedStringEnd(buf, valueStart, end) : tokenEnd(buf, valueStart, end);
-      if (valueEnd <= valueStart) return 'bad-chunk-ext';
-      i = valueEnd;
-    }
-  }
-  return size;
-}
-
-/**
- * Finds the end of a chunked body starting at `offset` (RFC 9112 7.1): chunks, the last chunk,
- * trailer fields, the final CRLF. Reads in place, copies nothing. `maxBytes` caps the whole
- * body (from `offset`): a body that would end past it is 'body-too-large', as soon as a chunk
- * size says so. Like readRequestHead, a prefix gives need-more or the final answer.
- */
-export function scanChunked(buf: Buffer, offset: number, maxBytes: number): ChunkedScan {
-  const cap = offset + maxBytes;
-  const limit = Math.min(buf.length, cap);
-  const short = (): ChunkedScan => (limit >= cap ? { kind: 'invalid', reason: 'body-too-large' } : { kind: 'need-more' });
-  const fail = (reason: ChunkedInvalidReason): ChunkedScan => ({ kind: 'invalid', reason });
-  const lineFail = (code: number, otherwise: ChunkedInvalidReason): ChunkedScan => {
-    if (code === LINE_SHORT) return short();
-    return fail(code === LINE_BARE_LF ? 'bare-lf' : code === LINE_BARE_CR ? 'bare-cr' : otherwise);
-  };
-
-  let pos = offset;
-  for (;;) {
-    const lineEnd = findLineEnd(buf, pos, limit, false);
-    if (lineEnd < 0) return lineFail(lineEnd, 'bad-chunk-ext');
-    const size = readChunkSizeLine(buf, pos, lineEnd);
-    if (typeof size === 'string') return fail(size);
-    pos = lineEnd + 2;
-    if (size === 0) break;
-    const dataEnd = pos + size;
-    if (dataEnd + 2 > cap) return fail('body-too-large');
-    if (dataEnd + 2 > buf.length) return { kind: 'need-more' };
-    if (buf[dataEnd] !== CR || buf[dataEnd + 1] !== LF) return fail('bad-chunk');
-    pos = dataEnd + 2;
-  }
-
-  // Trailer fields, then the empty line.
-  for (;;) {
-    if (pos >= limit) return short();
-    if (isOws(buf[pos])) return fail('obs-fold');
-    const lineEnd = findLineEnd(buf, pos, limit, false);
-    if (lineEnd < 0) return lineFail(lineEnd, 'bad-trailer');
-    if (lineEnd === pos) return { kind: 'done', end: lineEnd + 2 };
-    if (fieldNameEnd(buf, pos, lineEnd) === -1) return fail('bad-trailer');
-    pos = lineEnd + 2;
-  }
-}

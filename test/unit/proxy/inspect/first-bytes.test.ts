@@ -1,6 +1,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { classifyFirstBytes, sniffFirstBytes } from '../../../src/proxy/transparent/first-bytes.js';
+import { classifyFirstBytes, sniffFirstBytes } from '../../../../src/proxy/inspect/first-bytes.js';
+import { DEADLINE_REASON, SocketReader } from '../../../../src/proxy/inspect/socket-reader.js';
 
 describe('classifyFirstBytes', () => {
   it.each([
@@ -51,30 +52,40 @@ describe('sniffFirstBytes', () => {
       socket.resume();
     });
 
-  it('a method dripped a byte at a time past the first-data wait is still read as HTTP, and every byte is handed on', async () => {
+  /** A deadline signal, as a Connection's deadline() gives one. */
+  const after = (ms: number): AbortSignal => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(DEADLINE_REASON), ms);
+    return controller.signal;
+  };
+
+  it('a method dripped a byte at a time past the first-data wait is still read as HTTP, and every byte stays buffered', async () => {
     const { client, accepted } = await pair();
-    const sniffed = sniffFirstBytes(accepted, { firstDataMs: 50, classifyMs: 2_000 });
+    const reader = new SocketReader(accepted);
+    const sniffed = sniffFirstBytes(reader, { firstData: after(50), classify: () => after(2_000) });
     client.write('G');
     for (const piece of ['E', 'T', ' / HTTP/1.1\r\n\r\n']) {
       await new Promise((resolve) => setTimeout(resolve, 80));
       client.write(piece);
     }
-    expect((await sniffed).kind).toBe('http');
+    expect(await sniffed).toBe('http');
+    await new Promise((resolve) => setTimeout(resolve, 50));
     client.end();
-    expect(await readAll(accepted)).toBe('GET / HTTP/1.1\r\n\r\n');
+    const rest = reader.detach();
+    expect(rest.toString('latin1') + (await readAll(accepted))).toBe('GET / HTTP/1.1\r\n\r\n');
   });
 
   it('silence is a timeout (server-first protocols); a method that never completes is incomplete', async () => {
     const quiet = await pair();
-    expect((await sniffFirstBytes(quiet.accepted, { firstDataMs: 50, classifyMs: 100 })).kind).toBe('timeout');
+    expect(await sniffFirstBytes(new SocketReader(quiet.accepted), { firstData: after(50), classify: () => after(100) })).toBe('timeout');
     const stalled = await pair();
     stalled.client.write('POS');
-    expect(await sniffFirstBytes(stalled.accepted, { firstDataMs: 50, classifyMs: 100 })).toMatchObject({ kind: 'incomplete' });
+    expect(await sniffFirstBytes(new SocketReader(stalled.accepted), { firstData: after(50), classify: () => after(100) })).toBe('incomplete');
   });
 
   it('a peer that closes first is closed', async () => {
     const { client, accepted } = await pair();
     client.end();
-    expect((await sniffFirstBytes(accepted, { firstDataMs: 1_000, classifyMs: 1_000 })).kind).toBe('closed');
+    expect(await sniffFirstBytes(new SocketReader(accepted), { firstData: after(1_000), classify: () => after(1_000) })).toBe('closed');
   });
 });

@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS } from '../../../src/config/defaults.js';
-import { readClientHello, type ClientHelloResult } from '../../../src/proxy/tls/client-hello.js';
+import { DEFAULTS } from '../../../../src/config/defaults.js';
+import { readClientHello, type ClientHelloResult } from '../../../../src/proxy/inspect/client-hello.js';
 import {
   alpn,
   commonExtensions,
@@ -21,10 +21,10 @@ import {
   simpleHello,
   splitAt,
   type Expected,
-} from '../../support/client-hello.js';
+} from '../../../support/client-hello.js';
 
 const MAX = DEFAULTS.clientHelloMaxBytes;
-const FIXTURES = fileURLToPath(new URL('../../fixtures/client-hello/', import.meta.url));
+const FIXTURES = fileURLToPath(new URL('../../../fixtures/client-hello/', import.meta.url));
 
 function fixture(file: string): Buffer {
   return readFileSync(`${FIXTURES}${file}`);

@@ -1,23 +1,13 @@
-import type { Socket } from 'node:net';
-import type { AppId } from '../catalog/index.js';
+import type { AppId } from '../../catalog/index.js';
 
 /**
- * What the proxy does to a connection it refuses (sniproxy's "abort bytes"): for TLS a fatal
- * handshake_failure alert (or a TCP reset when configured); for HTTP a status page.
+ * What the proxy sends a connection it refuses (sniproxy's "abort bytes"): for TLS a fatal
+ * handshake_failure alert (or a TCP reset when configured); for HTTP a status page. The
+ * connection's owner sends them and closes; this module only says what they are.
  */
-const TLS_ALERT_HANDSHAKE_FAILURE = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+export const TLS_ALERT_HANDSHAKE_FAILURE = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
 
 export type TlsBlockAction = 'alert' | 'rst';
-
-export function abortTls(socket: Socket, action: TlsBlockAction): void {
-  if (socket.destroyed) return;
-  if (action === 'rst' && typeof socket.resetAndDestroy === 'function') {
-    socket.resetAndDestroy();
-    return;
-  }
-  socket.end(TLS_ALERT_HANDSHAKE_FAILURE);
-  socket.destroySoon();
-}
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',

@@ -1,7 +1,7 @@
 import { connect, type LookupFunction, type OnReadOpts, type Socket } from 'node:net';
-import { PortcullisError, isPortcullisError } from '../errors.js';
-import { formatIp, parseIp, type ParsedIp } from '../match/ip.js';
-import { PrefixSet } from '../match/prefix-set.js';
+import { PortcullisError, isPortcullisError } from '../../errors.js';
+import { formatIp, parseIp, type ParsedIp } from '../../match/ip.js';
+import { PrefixSet } from '../../match/prefix-set.js';
 
 /**
  * SSRF guard for the proxy's upstream dials. The proxy connects wherever a client's SNI or Host
@@ -198,6 +198,9 @@ export interface ConnectGuardedOptions {
  * - Refused, unreachable, reset, or no answer within timeoutMs: PCL_ERR_DIAL_FAILED with
  *   `details.kind`; the socket is destroyed.
  *
+ * The socket is half-open capable (allowHalfOpen): a server's FIN ends only its direction, and the
+ * proxy decides when to end the other.
+ *
  * Contract: the returned socket is connected and has no 'error' listener of ours left on it (nor
  * a timeout). The caller must attach its own 'error' listener in the continuation of this await,
  * before awaiting anything else; an error emitted on a socket without a listener would crash the
@@ -213,7 +216,7 @@ export async function connectGuarded(options: ConnectGuardedOptions): Promise<So
   return await new Promise<Socket>((resolve, reject) => {
     let socket: Socket;
     try {
-      socket = connect({ host: address, port, family: ip.family, localAddress, lookup: refuseLookup, ...(onread === undefined ? {} : { onread }) });
+      socket = connect({ host: address, port, family: ip.family, localAddress, lookup: refuseLookup, allowHalfOpen: true, ...(onread === undefined ? {} : { onread }) });
     } catch (e: unknown) {
       // net.connect throws synchronously on a malformed localAddress.
       reject(dialFailed(address, port, failureKind(e), e instanceof Error ? e.message : 'invalid options', e));

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { DownstreamForwarder } from '../../../src/proxy/forward.js';
+import { DownstreamForwarder } from '../../../../src/proxy/act/forward.js';
 
 /** A client socket stand-in whose writes complete only after `delayMs` (a full kernel buffer). */
 function slowTarget(delayMs: number): { target: Socket; written: Buffer[] } {

@@ -1,5 +1,5 @@
 import { normalizeQueryName } from '../../match/name.js';
-import type { SniffResult } from '../sniffer.js';
+import type { SniffResult } from './sniffer.js';
 
 /**
  * TLS ClientHello reader. Hand-written because it sits on every new connection and must be as

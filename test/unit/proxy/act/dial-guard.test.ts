@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { PortcullisError } from '../../../src/errors.js';
-import { DialGuard, FORBIDDEN_NETWORKS } from '../../../src/proxy/dial-guard.js';
+import { PortcullisError } from '../../../../src/errors.js';
+import { DialGuard, FORBIDDEN_NETWORKS } from '../../../../src/proxy/act/dial-guard.js';
 
 /**
  * Every forbidden range, written out by hand (not derived from the module under test): its first

@@ -38,7 +38,9 @@ export class DownstreamForwarder {
 
   private forward(bytes: number): boolean {
     const { target } = this;
-    if (target.destroyed) return false;
+    // The client is gone or done: keep reading (and dropping) so the upstream's FIN or reset is
+    // still seen and the connection can end; pausing here would leave the upstream unread.
+    if (target.destroyed || target.writableEnded) return true;
     // Resume from the write's own callback, not 'drain': Node emits 'drain' only after a write
     // that crossed the socket's highWaterMark, so a small queued write would never resume.
     let isPaused = false;

@@ -1,6 +1,6 @@
 import { networkInterfaces } from 'node:os';
-import { unmapIpv4 } from '../../match/ip.js';
-import type { Endpoint } from '../../util/native-addon.js';
+import { unmapIpv4 } from '../match/ip.js';
+import type { Endpoint } from '../util/native-addon.js';
 
 /** How long the host's interface addresses are trusted before they are read again. */
 const LOCAL_ADDRESSES_TTL_MS = 30_000;

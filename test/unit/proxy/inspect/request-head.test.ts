@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS } from '../../../src/config/defaults.js';
-import { bodyLength, readRequestHead, scanChunked, type RequestHead, type RequestHeadResult } from '../../../src/proxy/http/index.js';
+import { DEFAULTS } from '../../../../src/config/defaults.js';
+import { bodyLength, readRequestHead, type RequestHead, type RequestHeadResult } from '../../../../src/proxy/inspect/request-head.js';
 
 const MAX: number = DEFAULTS.httpMaxHeadBytes;
 
@@ -634,124 +634,6 @@ describe('readRequestHead: properties', () => {
         },
       ),
       { numRuns: 300 },
-    );
-  });
-});
-
-describe('scanChunked', () => {
-  function scan(text: string, offset = 0, maxBytes = 1 << 20): ReturnType<typeof scanChunked> {
-    return scanChunked(bytes(text), offset, maxBytes);
-  }
-
-  it('finds the end of a chunked body', () => {
-    const body = '5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n';
-    expect(scan(body)).toEqual({ kind: 'done', end: body.length });
-    expect(scan('0\r\n\r\n')).toEqual({ kind: 'done', end: 5 });
-    expect(scan('000\r\n\r\n')).toEqual({ kind: 'done', end: 7 });
-  });
-
-  it('reads hex sizes in either case, and with leading zeros', () => {
-    const data = 'x'.repeat(26);
-    expect(scan(`1A\r\n${data}\r\n0\r\n\r\n`)).toEqual({ kind: 'done', end: 4 + 26 + 2 + 5 });
-    expect(scan(`001a\r\n${data}\r\n0\r\n\r\n`)).toEqual({ kind: 'done', end: 6 + 26 + 2 + 5 });
-  });
-
-  it('does not look inside chunk data: CRLFs and a fake last chunk in the data are data', () => {
-    const body = '10\r\n0\r\n\r\nGET / HTTP/\r\n0\r\n\r\n';
-    expect(scan(body)).toEqual({ kind: 'done', end: body.length });
-  });
-
-  it('starts at the offset and stops at the end of the body (pipelined request after it)', () => {
-    const head = 'POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n';
-    const body = '3\r\nabc\r\n0\r\n\r\n';
-    const buf = bytes(`${head}${body}GET / HTTP/1.1\r\n`);
-    expect(scanChunked(buf, head.length, 1000)).toEqual({ kind: 'done', end: head.length + body.length });
-  });
-
-  it('accepts chunk extensions: tokens, quoted strings, whitespace around ";" and "="', () => {
-    const body = '3;a=b;c="x\\"y;z" \t; d ; e = f;g\r\nabc\r\n0;last\r\n\r\n';
-    expect(scan(body)).toEqual({ kind: 'done', end: body.length });
-  });
-
-  it('accepts trailer fields', () => {
-    const body = '3\r\nabc\r\n0\r\nX-Trailer: t\r\nChecksum:\txyz \xe9\r\n\r\n';
-    expect(scan(body)).toEqual({ kind: 'done', end: body.length });
-  });
-
-  it('every prefix of a complete body is need-more', () => {
-    const body = '3;e="q"\r\nabc\r\n0\r\nX-T: t\r\n\r\n';
-    for (let n = 0; n < body.length; n++) expect(scan(body.slice(0, n)), `prefix of ${n} bytes`).toEqual({ kind: 'need-more' });
-    expect(scan(body)).toEqual({ kind: 'done', end: body.length });
-  });
-
-  it.each([
-    ['no size', '\r\nabc\r\n0\r\n\r\n', 'bad-chunk-size'],
-    ['a non-hex size', 'g\r\n', 'bad-chunk-size'],
-    ['a signed size', '+3\r\nabc\r\n0\r\n\r\n', 'bad-chunk-size'],
-    ['a 0x prefix', '0x3\r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['a size past 2^53', 'fffffffffffffff\r\n', 'bad-chunk-size'],
-    ['whitespace after the size', '3 \r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['whitespace before the size', ' 3\r\nabc\r\n0\r\n\r\n', 'bad-chunk-size'],
-    ['an extension without a name', '3;\r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['an extension with an empty value', '3;a=\r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['an unterminated quoted string', '3;a="x\r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['whitespace after the last extension', '3;a \r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['a control character in the size line', '3;a\x00\r\nabc\r\n0\r\n\r\n', 'bad-chunk-ext'],
-    ['data longer than its size', '3\r\nabcd\r\n0\r\n\r\n', 'bad-chunk'],
-    ['data shorter than its size', '3\r\nab\r\n0\r\n\r\n', 'bad-chunk'],
-    ['a bare LF after the size', '3\nabc\r\n0\r\n\r\n', 'bare-lf'],
-    ['a bare CR after the size', '3\rabc\r\n0\r\n\r\n', 'bare-cr'],
-    ['a bare LF ending the body', '0\r\n\n', 'bare-lf'],
-    ['a malformed trailer', '0\r\nnot a field\r\n\r\n', 'bad-trailer'],
-    ['a space before a trailer colon', '0\r\nX-T : v\r\n\r\n', 'bad-trailer'],
-    ['a folded trailer', '0\r\nX-T: v\r\n w\r\n\r\n', 'obs-fold'],
-  ])('refuses %s', (_what, body, reason) => {
-    expect(scan(body)).toEqual({ kind: 'invalid', reason });
-  });
-
-  it('refuses a body past maxBytes as soon as a chunk size says so', () => {
-    expect(scan('ff\r\n', 0, 100)).toEqual({ kind: 'invalid', reason: 'body-too-large' });
-    // 4 (size line) + 10 + 2 = 16 bytes for the chunk: fits in 16, not in 15.
-    expect(scan('a\r\n0123456789\r\n', 0, 16)).toEqual({ kind: 'need-more' });
-    expect(scan('a\r\n0123456789\r\n', 0, 15)).toEqual({ kind: 'invalid', reason: 'body-too-large' });
-  });
-
-  it('refuses a body that reaches maxBytes without ending, and reads one that ends exactly there', () => {
-    const body = '3\r\nabc\r\n0\r\n\r\n';
-    expect(scan(body, 0, body.length)).toEqual({ kind: 'done', end: body.length });
-    expect(scan(body, 0, body.length - 1)).toEqual({ kind: 'invalid', reason: 'body-too-large' });
-    expect(scan(`0\r\nX-T: ${'v'.repeat(100)}`, 0, 50)).toEqual({ kind: 'invalid', reason: 'body-too-large' });
-    expect(scan(`0\r\nX-T: ${'v'.repeat(10)}`, 0, 50)).toEqual({ kind: 'need-more' });
-  });
-
-  it('counts maxBytes from the offset', () => {
-    const body = '3\r\nabc\r\n0\r\n\r\n';
-    expect(scanChunked(bytes(`${'h'.repeat(40)}${body}`), 40, body.length)).toEqual({ kind: 'done', end: 40 + body.length });
-  });
-
-  const chunkInput = fc.oneof(
-    fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
-    fc
-      .array(fc.constantFrom('0', '3', 'a', 'F', ';', '=', '"', '\\', ' ', '\t', '\r\n', '\r', '\n', 'abc', 'X-T: v', ':', '\x00', '\xff'), { maxLength: 40 })
-      .map((parts) => bytes(parts.join(''))),
-  );
-
-  it('never throws; end stays within the buffer and the cap; more bytes never change an answer', () => {
-    fc.assert(
-      fc.property(chunkInput, fc.integer({ min: 0, max: 20 }), fc.integer({ min: 1, max: 300 }), (buf, rawOffset, maxBytes) => {
-        const offset = Math.min(rawOffset, buf.length);
-        const whole = scanChunked(buf, offset, maxBytes);
-        if (whole.kind === 'done') {
-          expect(whole.end).toBeGreaterThan(offset);
-          expect(whole.end).toBeLessThanOrEqual(buf.length);
-          expect(whole.end - offset).toBeLessThanOrEqual(maxBytes);
-        }
-        for (let n = offset; n < buf.length; n++) {
-          const partial = scanChunked(buf.subarray(0, n), offset, maxBytes);
-          if (partial.kind !== 'need-more') expect(partial).toEqual(whole);
-        }
-      }),
-      { numRuns: 500 },
     );
   });
 });
