@@ -84,8 +84,6 @@ export const DEFAULTS = Object.freeze({
   httpMaxResponseHeadBytes: 65_536,
   /** nftables table the IP layer is exported to (nftables.table). */
   nftablesTable: 'portcullis',
-  /** Policy changes that come in a burst are written out once, this long after the last. */
-  nftablesDebounceMs: 200,
   /** Transparent listeners (proxy.transparent.*). */
   transparentMode: 'redirect',
   /**

@@ -197,10 +197,15 @@ function render(table: string, version: number, v4: FamilyExport, v6: FamilyExpo
     sets.push(setBlock(`block${family}`, type, data.block.map(([start, end]) => formatRange(start, end, family))));
     sets.push(setBlock(`allow_ports${family}`, `${type} . inet_proto . inet_service`, portElements(data.allowPorts)));
     sets.push(setBlock(`block_ports${family}`, `${type} . inet_proto . inet_service`, portElements(data.blockPorts)));
+    // Rejected, not dropped: a TCP flow already forwarded ends at its next segment with a reset
+    // (the client learns at once, instead of retransmitting into silence); the rest get an
+    // ICMP unreachable.
     rules.push(
       `\t\tmeta l4proto { tcp, udp } ${keyword} daddr . meta l4proto . th dport @allow_ports${family} accept`,
-      `\t\t${keyword} daddr @block${family} counter drop`,
-      `\t\tmeta l4proto { tcp, udp } ${keyword} daddr . meta l4proto . th dport @block_ports${family} counter drop`,
+      `\t\tmeta l4proto tcp ${keyword} daddr @block${family} counter reject with tcp reset`,
+      `\t\t${keyword} daddr @block${family} counter reject`,
+      `\t\tmeta l4proto tcp ${keyword} daddr . meta l4proto . th dport @block_ports${family} counter reject with tcp reset`,
+      `\t\tmeta l4proto udp ${keyword} daddr . meta l4proto . th dport @block_ports${family} counter reject`,
     );
   }
   return [

@@ -1,5 +1,6 @@
-import { execFile, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +31,13 @@ const LINE6 = '2400:dcc0::1';
 const TCP_LISTEN_PORT = 15001;
 const QUIC_LISTEN_PORT = 15443;
 const ECHO_PORTS = [5223, 5228, 9000];
+const RESET_PORT = 5300;
+const COUNT_PORT = 5301;
+const HALF_CLOSE_PORT = 5302;
+/** Routed to the server namespace, but nobody there has it: SYNs vanish (connect timeout). */
+const UNANSWERED = '198.18.0.99';
+const PER_CLIENT = 8;
+const REPS = PER_CLIENT + 2;
 /** Left to the kernel (not intercepted): the exported nftables ruleset decides there. */
 const KERNEL_PORT = 5228;
 const BANNER_PORT = 2525;
@@ -103,6 +111,53 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
     return line === undefined ? Number.NaN : Number(line.split(' ').pop());
   };
 
+  interface Outcome {
+    data: string;
+    error: string | null;
+    ended: boolean;
+    closed: boolean;
+    ms: number;
+  }
+  const lifecycle = async (scenario: string, host: string, port: number): Promise<Outcome[]> => {
+    const result = await client(['lifecycle', host, String(port), scenario, String(REPS)], 60_000);
+    return (JSON.parse(result.stdout) as { outcomes: Outcome[] }).outcomes;
+  };
+  /** What the gateway holds: intercepted connections open, descriptors, connections refused as limited. */
+  const held = async (): Promise<{ active: number; descriptors: number; limited: number }> => {
+    const text = await metrics();
+    return {
+      active: metricValue(text, 'portcullis_proxy_active_connections', 'listener="transparent"'),
+      descriptors: readdirSync(`/proc/${gateway!.child.pid!}/fd`).length,
+      limited: metricValue(text, 'portcullis_proxy_connections_total', 'listener="transparent",result="limited"'),
+    };
+  };
+  /** A long-running client in the client namespace, driven line by line over stdin. */
+  const holdClient = (args: string[]): { next(): Promise<Record<string, unknown>>; send(): void; stop(): void } => {
+    const child = spawn('ip', ['netns', 'exec', topology().client, process.execPath, ...TSX, CLIENT_SCRIPT, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines: Record<string, unknown>[] = [];
+    const waiters: (() => void)[] = [];
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+      waiters.splice(0).forEach((wake) => wake());
+    });
+    const next = async (): Promise<Record<string, unknown>> => {
+      const started = Date.now();
+      while (lines.length === 0) {
+        if (Date.now() - started > 10_000) throw new Error(`no answer from ${args.join(' ')}`);
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 100);
+        });
+      }
+      return lines.shift()!;
+    };
+    return { next, send: () => child.stdin.write('go\n'), stop: () => child.kill('SIGKILL') };
+  };
+  const adminWrite = async (method: string, path: string, body: unknown): Promise<number> => {
+    const result = await nsExec(topology().gateway, 'curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-X', method, '-H', 'content-type: application/json', '-d', JSON.stringify(body), `${gateway!.adminUrl}${path}`]);
+    return Number(result.stdout);
+  };
+
   const startFor = async (mode: Mode): Promise<void> => {
     await gateway?.stop();
     applyNft(topology().gateway, nftRuleset(mode));
@@ -115,7 +170,13 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
         '  tls: { listen: 127.0.0.1:0 }',
         '  http: { listen: 127.0.0.1:0 }',
         '  allowedUpstreamNetworks: [198.18.0.0/15, 2001:db8::/32]',
+        // The client namespace's networks: the wildcard listeners below need them said.
+        "  allowClients: [10.77.1.0/24, 'fd77:1::/64']",
+        `  maxConnectionsPerClient: ${PER_CLIENT}`,
         '  clientHelloTimeout: 2s',
+        '  connectTimeout: 500ms',
+        '  idleTimeout: 1s',
+        '  halfClosedTimeout: 500ms',
         '  transparent:',
         `    mode: ${mode}`,
         // Dual-stack: IPv4 clients arrive as IPv4-mapped addresses.
@@ -139,7 +200,7 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
     const key = join(dir, 'key.pem');
     await execFileAsync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=server', '-days', '1', '-keyout', key, '-out', cert]);
     network = createTopology([WEB, KAKAO_CORE, KAKAO_LOCO_RANGE, LINE, WEB6, LINE6]);
-    servers = await startInNs(topology().server, process.execPath, [...TSX, SERVER_SCRIPT, JSON.stringify({ cert, key, echoPorts: ECHO_PORTS, bannerPort: BANNER_PORT, udpAddresses: [WEB, LINE, WEB6, LINE6] })], 'ready');
+    servers = await startInNs(topology().server, process.execPath, [...TSX, SERVER_SCRIPT, JSON.stringify({ cert, key, echoPorts: ECHO_PORTS, bannerPort: BANNER_PORT, resetPort: RESET_PORT, countPort: COUNT_PORT, halfClosePort: HALF_CLOSE_PORT, udpAddresses: [WEB, LINE, WEB6, LINE6] })], 'ready');
   }, 60_000);
 
   afterAll(async () => {
@@ -223,7 +284,7 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(metricValue(text, 'portcullis_proxy_connections_total', 'listener="transparent",result="not-intercepted"')).toBeGreaterThanOrEqual(1);
     });
 
-    it('the kernel drops what is not intercepted by the exported ruleset, rewritten on every policy change', async () => {
+    it('the kernel refuses what is not intercepted by the exported ruleset, rewritten on every policy change', async () => {
       expect(await tcp(KAKAO_LOCO_RANGE, KERNEL_PORT)).toMatchObject({ connected: false, data: '' });
       expect(await tcp(WEB, KERNEL_PORT)).toMatchObject({ connected: true, data: 'echo hello' });
       const switchKakao = async (enabled: boolean): Promise<void> => {
@@ -242,6 +303,92 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(metricValue(text, 'portcullis_reloads_total', 'kind="nftables",result="success"')).toBeGreaterThanOrEqual(3);
       expect(metricValue(text, 'portcullis_reloads_total', 'kind="nftables",result="failure"')).toBe(0);
     });
+
+    describe('every way an intercepted connection ends, more times than the per-client limit', () => {
+      let baseline = 0;
+      beforeAll(async () => {
+        await lifecycle('client-fin', WEB, 9000);
+        await waitFor(async () => (await held()).active === 0, 5_000, 'no connection open');
+        baseline = (await held()).descriptors;
+      });
+
+      it.each([
+        ['server FIN first', 'server-fin', () => WEB, BANNER_PORT, (o: Outcome) => expect(o).toMatchObject({ data: '220 banner\r\n', ended: true, error: null })],
+        ['client FIN first', 'client-fin', () => WEB, 9000, (o: Outcome) => expect(o).toMatchObject({ data: 'echo hello', closed: true, error: null })],
+        ['client RST', 'client-rst', () => WEB, 9000, (o: Outcome) => expect(o.data).toBe('echo hello')],
+        ['upstream RST', 'upstream-rst', () => WEB, RESET_PORT, (o: Outcome) => expect(o.error).toBe('ECONNRESET')],
+        ['half-close, client to server', 'half-close-client', () => WEB, COUNT_PORT, (o: Outcome) => expect(o).toMatchObject({ data: 'got 100000', ended: true, error: null })],
+        ['half-close, server to client', 'half-close-server', () => WEB, HALF_CLOSE_PORT, (o: Outcome) => expect(o).toMatchObject({ data: 'bye', ended: true, closed: true, error: null })],
+        ['the client writing after the server closed', 'write-after-close', () => WEB, BANNER_PORT, (o: Outcome) => expect(o).toMatchObject({ ended: true, closed: true })],
+        ['abort before the first bytes', 'abort-before', () => WEB, 9000, (o: Outcome) => expect(o.data).toBe('')],
+        ['abort in the middle of the hello', 'abort-mid-hello', () => WEB, 443, (o: Outcome) => expect(o.data).toBe('')],
+        ['blocked by address', 'send', () => KAKAO_CORE, 9000, (o: Outcome) => expect(o).toMatchObject({ data: '', error: 'ECONNRESET' })],
+        ['blocked by SNI', 'blocked-sni', () => WEB, 443, (o: Outcome) => expect(o.data.charCodeAt(0)).toBe(0x15)],
+        ['dial failure', 'send', () => WEB, 7777, (o: Outcome) => expect(o.error).toBe('ECONNRESET')],
+        ['connect timeout', 'send', () => UNANSWERED, 9000, (o: Outcome) => expect(o.error === 'ECONNRESET' && o.ms >= 450).toBe(true)],
+        ['idle timeout', 'idle', () => WEB, 9000, (o: Outcome) => expect(o.data === 'echo hello' && o.closed && o.ms >= 900 && o.ms < 3_000).toBe(true)],
+      ])('%s', async (_what, scenario, host, port, check) => {
+        const before = await held();
+        const outcomes = await lifecycle(scenario, host(), port);
+        expect(outcomes).toHaveLength(REPS);
+        for (const outcome of outcomes) check(outcome);
+        await waitFor(async () => {
+          const now = await held();
+          return now.active === 0 && now.descriptors <= baseline;
+        }, 5_000, 'the gateway to hold nothing again');
+        expect((await held()).limited).toBe(before.limited);
+      }, 90_000);
+    });
+
+    it('switching KakaoTalk to blocked resets an established raw TCP connection to a Kakao range: the next write fails within 1 s', async () => {
+      expect(await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: false })).toBe(200);
+      const probe = holdClient(['hold', KAKAO_LOCO_RANGE, '5223']);
+      try {
+        expect(await probe.next()).toEqual({ ready: true });
+        const switchedAt = Date.now();
+        expect(await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: true })).toBe(200);
+        probe.send();
+        const result = await probe.next();
+        expect(result.error).toBe('ECONNRESET');
+        expect(Date.now() - switchedAt).toBeLessThan(1_000 + 500);
+        expect(Number(result.ms)).toBeLessThan(1_000);
+      } finally {
+        probe.stop();
+        await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: true });
+      }
+      expect(metricValue(await metrics(), 'portcullis_proxy_connections_total', 'listener="transparent",result="policy-cut"')).toBeGreaterThanOrEqual(1);
+    }, 30_000);
+
+    it('the kernel layer too: a forwarded flow to a range that becomes blocked loses its conntrack entry and is reset at its next segment', async () => {
+      const reloads = async (): Promise<number> => metricValue(await metrics(), 'portcullis_reloads_total', 'kind="nftables",result="success"');
+      const tracked = async (): Promise<number> => {
+        const listed = await nsExec(topology().gateway, 'conntrack', ['-L', '-p', 'tcp', '-d', KAKAO_LOCO_RANGE, '--dport', String(KERNEL_PORT)]);
+        return listed.stdout.split('\n').filter((l) => l.includes('ESTABLISHED')).length;
+      };
+      let written = await reloads();
+      expect(await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: false })).toBe(200);
+      await waitFor(async () => (await reloads()) > written, 5_000, 'the ruleset without Kakao');
+      const probe = holdClient(['hold', KAKAO_LOCO_RANGE, String(KERNEL_PORT)]);
+      try {
+        expect(await probe.next()).toEqual({ ready: true });
+        // Connection tracking runs in the namespace only where a rule needs it (the REDIRECT
+        // NAT): there the flow's entry must go; with TPROXY alone nothing tracks it.
+        const isTracked = (await tracked()) === 1;
+        expect(isTracked).toBe(mode === 'redirect');
+        written = await reloads();
+        const switchedAt = Date.now();
+        expect(await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: true })).toBe(200);
+        await waitFor(async () => (await reloads()) > written, 5_000, 'the ruleset with Kakao');
+        if (isTracked) await waitFor(async () => (await tracked()) === 0, 2_000, 'the flow to be forgotten by conntrack');
+        probe.send();
+        const result = await probe.next();
+        expect(result.error).toBe('ECONNRESET');
+        expect(Date.now() - switchedAt).toBeLessThan(1_000 + 1_500);
+      } finally {
+        probe.stop();
+        await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: true });
+      }
+    }, 30_000);
 
     it('counts what it did by listener and layer, with no names or addresses in labels', async () => {
       const text = await metrics();
@@ -320,6 +467,24 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(metricValue(afterBlocked, 'portcullis_blocked_total', 'app="kakaotalk",layer="quic"')).toBeGreaterThan(metricValue(afterAllowed, 'portcullis_blocked_total', 'app="kakaotalk",layer="quic"'));
       expect(count(afterBlocked, 'listener="quic",result="forwarded"')).toBe(count(afterAllowed, 'listener="quic",result="forwarded"'));
     }, 90_000);
+
+    it('a relayed flow whose name becomes blocked is dropped from then on', async () => {
+      const probe = holdClient(['quichold', WEB, '443', 'quic-cut.example.org']);
+      let ruleId = '';
+      try {
+        expect(await probe.next()).toMatchObject({ ready: true });
+        probe.send();
+        expect(await probe.next()).toEqual({ replies: 1 });
+        const created = await nsExec(topology().gateway, 'curl', ['-sS', '-X', 'POST', '-H', 'content-type: application/json', '-d', JSON.stringify({ type: 'domain', value: 'quic-cut.example.org', action: 'block' }), `${gateway!.adminUrl}/v1/rules`]);
+        ruleId = (JSON.parse(created.stdout) as { id: string }).id;
+        probe.send();
+        expect(await probe.next()).toEqual({ replies: 0 });
+        expect(metricValue(await metrics(), 'portcullis_proxy_connections_total', 'listener="quic",result="policy-cut"')).toBeGreaterThanOrEqual(1);
+      } finally {
+        probe.stop();
+        if (ruleId !== '') await nsExec(topology().gateway, 'curl', ['-sS', '-X', 'DELETE', `${gateway!.adminUrl}/v1/rules/${ruleId}`]);
+      }
+    }, 30_000);
 
     it('drops a flow to a blocked address whatever name it sends, and datagrams that are not QUIC', async () => {
       expect(await quic(LINE, 'www.example.org')).toEqual([]);

@@ -77,8 +77,10 @@ function answerOrThrow(upstream: FakeUpstream, query: Buffer, transport: 'udp' |
     if (cname === undefined || question.type === TYPES.CNAME) break;
     current = cname.value.toLowerCase();
   }
-  if (response.answers.length === 0 && !upstream.records.has(name)) {
-    response.header.rcode = 3;
+  // NXDOMAIN for an unknown name, NODATA for a known one without that type; both carry the
+  // zone's SOA, as real servers' negative answers do (RFC 2308: what makes them cacheable).
+  if (response.answers.length === 0) {
+    if (!upstream.records.has(name)) response.header.rcode = 3;
     (response.authorities as object[]).push({
       name: name.split('.').slice(-1)[0] ?? '',
       type: 6,

@@ -27,9 +27,14 @@ export interface GatewayProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Writes a config for a gateway on loopback port 0 everywhere, with a write and a read token. */
-export async function writeGatewayConfig(dir: string, options: { upstream: string; redis?: string; extra?: string[] }): Promise<string> {
+/**
+ * Writes a config for a gateway on loopback port 0 everywhere, with a write and a read token;
+ * `proxy.lines` are further proxy.* keys (YAML lines under `proxy:`).
+ */
+export async function writeGatewayConfig(dir: string, options: { upstream: string; redis?: string; extra?: string[]; proxy?: { tlsUpstreamPort?: number; httpUpstreamPort?: number; lines?: string[] } }): Promise<string> {
   const file = join(dir, 'portcullis.yaml');
+  const proxy = options.proxy ?? {};
+  const upstreamPort = (port: number | undefined): string => (port === undefined ? '' : `, upstreamPort: ${port}`);
   await writeFile(
     file,
     [
@@ -37,8 +42,9 @@ export async function writeGatewayConfig(dir: string, options: { upstream: strin
       '  listen: 127.0.0.1:0',
       `  upstreams: [${options.upstream}]`,
       'proxy:',
-      '  tls: { listen: 127.0.0.1:0 }',
-      '  http: { listen: 127.0.0.1:0 }',
+      `  tls: { listen: 127.0.0.1:0${upstreamPort(proxy.tlsUpstreamPort)} }`,
+      `  http: { listen: 127.0.0.1:0${upstreamPort(proxy.httpUpstreamPort)} }`,
+      ...(proxy.lines ?? []).map((line) => `  ${line}`),
       'admin:',
       '  listen: 127.0.0.1:0',
       '  tokens:',

@@ -15,6 +15,12 @@ interface ServersConfig {
   key: string;
   echoPorts: number[];
   bannerPort: number;
+  /** Resets every connection on its first bytes. */
+  resetPort: number;
+  /** Reads until the client's FIN, then answers `got N` and closes. */
+  countPort: number;
+  /** Says `bye` and FINs at once, then reads on until the client's FIN. */
+  halfClosePort: number;
   udpAddresses: string[];
 }
 
@@ -51,6 +57,30 @@ listen(
     socket.end('220 banner\r\n');
   }),
   config.bannerPort,
+);
+listen(
+  createTcpServer((socket) => {
+    socket.on('error', () => socket.destroy());
+    socket.once('data', () => socket.resetAndDestroy());
+  }),
+  config.resetPort,
+);
+listen(
+  createTcpServer({ allowHalfOpen: true }, (socket) => {
+    let received = 0;
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (data) => (received += data.length));
+    socket.on('end', () => socket.end(`got ${received}`));
+  }),
+  config.countPort,
+);
+listen(
+  createTcpServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('error', () => socket.destroy());
+    socket.end('bye');
+    socket.resume();
+  }),
+  config.halfClosePort,
 );
 
 // One UDP socket per address: a socket bound to 0.0.0.0 would answer from whichever address

@@ -3,6 +3,7 @@ import { APP_IDS, loadCatalog, type Catalog } from '../../../src/catalog/index.j
 import { formatIp, parseCidr, parseIp } from '../../../src/match/ip.js';
 import type { Protocol } from '../../../src/match/ports.js';
 import { PolicyEngine, type AdminRule, type ListEntries } from '../../../src/policy/index.js';
+import { parseConntrackList } from '../../../src/policy/conntrack.js';
 import { exportNftables } from '../../../src/policy/nft-export.js';
 
 let catalog: Catalog;
@@ -132,5 +133,36 @@ describe('exportNftables', () => {
     expect(snapshot.decide({ ip: '10.20.1.1', port: 80, layer: 'ip' }).verdict).toBe('block');
     expect(snapshot.decide({ ip: '10.20.5.1', port: 80, layer: 'ip' }).verdict).toBe('allow');
     expect(snapshot.decide({ ip: '147.92.130.1', port: 80, layer: 'ip' }).verdict).toBe('allow');
+  });
+});
+
+describe('what the export does to a flow it blocks', () => {
+  it('rejects instead of dropping: TCP with a reset, the rest with an ICMP unreachable, for every blocking set', () => {
+    const engine = new PolicyEngine({ catalog, apps: { enabled: new Set(APP_IDS), extended: new Set(['kakaotalk']) }, adminRules: [] });
+    const { ruleset } = exportNftables(engine.current, { table: 'portcullis' });
+    expect(ruleset).not.toMatch(/\bdrop\b/);
+    for (const family of ['ip', 'ip6']) {
+      const set = family === 'ip' ? '4' : '6';
+      expect(ruleset).toContain(`meta l4proto tcp ${family} daddr @block${set} counter reject with tcp reset`);
+      expect(ruleset).toContain(`${family} daddr @block${set} counter reject\n`);
+      expect(ruleset).toContain(`meta l4proto tcp ${family} daddr . meta l4proto . th dport @block_ports${set} counter reject with tcp reset`);
+      expect(ruleset).toContain(`meta l4proto udp ${family} daddr . meta l4proto . th dport @block_ports${set} counter reject`);
+    }
+  });
+
+  it('reads tracked flows from conntrack -L by their original direction, skipping what has no ports', () => {
+    const listing = [
+      'tcp      6 431999 ESTABLISHED src=10.77.1.2 dst=27.0.236.25 sport=41234 dport=5228 src=27.0.236.25 dst=10.77.2.1 sport=5228 dport=41234 [ASSURED] mark=0 use=1',
+      'udp      17 29 src=10.77.1.2 dst=198.18.0.10 sport=5353 dport=443 [UNREPLIED] src=198.18.0.10 dst=10.77.1.2 sport=443 dport=5353 mark=0 use=1',
+      'icmp     1 29 src=10.77.1.2 dst=198.18.0.10 type=8 code=0 id=7 src=198.18.0.10 dst=10.77.1.2 type=0 code=0 id=7 mark=0 use=1',
+      'tcp      6 118 SYN_SENT src=fd77:1::2 dst=2400:dcc0::1 sport=50000 dport=443 [UNREPLIED] src=2400:dcc0::1 dst=fd77:1::2 sport=443 dport=50000 mark=0 use=1',
+      'conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.',
+      '',
+    ].join('\n');
+    expect(parseConntrackList(listing)).toEqual([
+      { proto: 'tcp', src: '10.77.1.2', dst: '27.0.236.25', sport: 41234, dport: 5228 },
+      { proto: 'udp', src: '10.77.1.2', dst: '198.18.0.10', sport: 5353, dport: 443 },
+      { proto: 'tcp', src: 'fd77:1::2', dst: '2400:dcc0::1', sport: 50000, dport: 443 },
+    ]);
   });
 });
