@@ -4,7 +4,10 @@
  * nginx instance serving HTTPS). Two metrics, median of RUNS runs:
  *   - new TLS connections/s: full handshake (TLS 1.3, X25519, ECDSA P-256, no resumption) and a
  *     small GET on each connection, CONCURRENCY connections in flight;
- *   - single-connection bulk Gbit/s: one TLS connection downloading BULK_MB MiB (curl).
+ *   - single-connection bulk Gbit/s: one TLS connection downloading BULK_MB MiB (curl);
+ *   - server closes first: h2load --h1, CLOSE_REQUESTS requests over 4 connections at a time,
+ *     against a backend that closes after every response (nginx keepalive_timeout 0). Every
+ *     request must succeed through every proxy, and portcullis must be left holding nothing.
  * Besides the measured rates it reports the proxy's own CPU per unit of work (read from
  * /proc/<pid>/stat), because on a 2-core machine the load generator and the backend share one
  * core and often cap the measured rate before the proxy is saturated.
@@ -29,10 +32,13 @@ const RUNS = Number(process.env.RUNS ?? 3);
 const CONN_SECONDS = Number(process.env.CONN_SECONDS ?? 10);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 64);
 const BULK_MB = Number(process.env.BULK_MB ?? 1024);
+const CLOSE_REQUESTS = Number(process.env.CLOSE_REQUESTS ?? 2000);
 const WARM_SECONDS = 3;
 const WARM_MB = 128;
 const PROFILE_DIR = process.env.PROXY_PROFILE_DIR;
 const SNI = 'bench.test';
+/** Served by the same backend, which closes after every response to it. */
+const CLOSE_SNI = `close.${SNI}`;
 const TARGET_RATIO = 0.8;
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -277,6 +283,15 @@ http {
     root ${dir}/www;
     location = /small { return 200 "ok\\n"; }
   }
+  server {
+    listen 127.0.0.1:${port} ssl;
+    server_name ${CLOSE_SNI};
+    keepalive_timeout 0;
+    ssl_certificate ${dir}/cert.pem;
+    ssl_certificate_key ${dir}/key.pem;
+    ssl_protocols TLSv1.3;
+    location = /small { return 200 "ok\\n"; }
+  }
 }
 `;
 }
@@ -294,7 +309,7 @@ frontend bench
   bind 127.0.0.1:${port}
   tcp-request inspect-delay 5s
   tcp-request content accept if { req_ssl_hello_type 1 }
-  use_backend b if { req.ssl_sni -i ${SNI} }
+  use_backend b if { req.ssl_sni -i ${SNI} ${CLOSE_SNI} }
 backend b
   server s1 127.0.0.1:${backendPort}
 `;
@@ -311,6 +326,7 @@ events { worker_connections 8000; }
 stream {
   map $ssl_preread_server_name $upstream {
     ${SNI} 127.0.0.1:${backendPort};
+    ${CLOSE_SNI} 127.0.0.1:${backendPort};
     default 127.0.0.1:1;
   }
   server {
@@ -331,7 +347,7 @@ function portcullisConf(dir: string, ports: { tls: number; http: number; dns: nu
       proxy: {
         tls: { listen: `127.0.0.1:${ports.tls}`, upstreamPort: backendPort },
         http: { listen: `127.0.0.1:${ports.http}`, upstreamPort: backendPort },
-        hosts: { [SNI]: '127.0.0.1' },
+        hosts: { [SNI]: '127.0.0.1', [CLOSE_SNI]: '127.0.0.1' },
         allowedUpstreamNetworks: ['127.0.0.0/8'],
       },
       admin: { listen: `127.0.0.1:${ports.admin}` },
@@ -402,6 +418,30 @@ async function measureBulk(port: number, proxyPid: number | null, backendPid: nu
   return { bulkGbps: (bytes * 8) / seconds / 1e9, bulkProxyCpuSecPerGiB: cpu / gib, bulkProxyUserSecPerGiB: (after.user - before.user) / gib, bulkProxyBusy: cpu / seconds, bulkBackendBusy: backendCpu / seconds };
 }
 
+interface CloseFirst {
+  requestsPerSec: number;
+  succeeded: number;
+  failed: number;
+}
+
+/** h2load through `port` against the backend that closes after every response. */
+async function measureCloseFirst(port: number): Promise<CloseFirst> {
+  const out = await run('h2load', ['--h1', '-n', String(CLOSE_REQUESTS), '-c', '4', `--connect-to=127.0.0.1:${port}`, `https://${CLOSE_SNI}/small`], LOAD_CORE);
+  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
+  const rate = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
+  if (counts === null || rate === null) throw new Error(`h2load output not understood:\n${out}`);
+  return { requestsPerSec: Number(rate[1]), succeeded: Number(counts[4]), failed: Number(counts[1]) - Number(counts[4]) };
+}
+
+/** Proxy connections portcullis counts open now (its admin /metrics). */
+async function portcullisActive(adminPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('portcullis_proxy_active_connections{'))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -429,7 +469,7 @@ async function main(): Promise<void> {
   workDir = mkdtempSync(join(tmpdir(), 'portcullis-proxy-bench-'));
   const dir = workDir;
   for (const sub of ['tmp', 'www', 'store']) mkdirSync(join(dir, sub));
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', `/CN=${SNI}`, '-addext', `subjectAltName=DNS:${SNI}`], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '2', '-subj', `/CN=${SNI}`, '-addext', `subjectAltName=DNS:${SNI},DNS:${CLOSE_SNI}`], { stdio: 'ignore' });
   // Sparse files: the backend reads zero pages from the page cache, not the disk.
   const bulkBytes = BULK_MB * 2 ** 20;
   for (const [name, size] of [['bulk', bulkBytes], ['warm', WARM_MB * 2 ** 20]] as const) {
@@ -504,6 +544,18 @@ async function main(): Promise<void> {
       runs[target].push({ ...conn, ...bulk });
       process.stderr.write(`run ${r + 1}/${RUNS} ${target.padEnd(10)} ${conn.connPerSec.toFixed(0)} conn/s (${conn.connErrors} errors), ${bulk.bulkGbps.toFixed(2)} Gbit/s\n`);
     }
+  }
+  const closeFirst: Partial<Record<Target, CloseFirst>> = {};
+  for (const target of PROXIES) {
+    closeFirst[target] = await measureCloseFirst(targets[target].port);
+    process.stderr.write(`server closes first ${target.padEnd(10)} ${closeFirst[target].requestsPerSec.toFixed(0)} req/s, ${closeFirst[target].failed} failed\n`);
+  }
+  // Every connection of that run ended: portcullis must hold none of them (the lock-out a
+  // server closing first once caused).
+  let portcullisLeft = await portcullisActive(ports.admin);
+  for (let i = 0; i < 40 && portcullisLeft > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    portcullisLeft = await portcullisActive(ports.admin);
   }
   const loadAfter = loadavg();
 
@@ -585,6 +637,10 @@ async function main(): Promise<void> {
   lines.push(`reference, backend direct (no proxy, all on core ${LOAD_CORE}): ${medians.direct.connPerSec.toFixed(0)} conn/s (about the ceiling core ${LOAD_CORE} allows), ${medians.direct.bulkGbps.toFixed(2)} Gbit/s (not a strict ceiling for bulk: through a proxy part of the loopback TCP work moves to core ${PROXY_CORE})`);
   lines.push(`note: with 2 cores the backend shares a core with the load generator; when the proxy core is not busy near 100% the measured rate is bounded by core ${LOAD_CORE}, not by the proxy. The "per proxy CPU-second" rows compare the proxies' own cost (kernel TCP work included) and are the fairer capacity ratio then. Other load on the host shows in the load average above and widens the spread between runs (see the JSON).`);
   lines.push(`target >= ${TARGET_RATIO}x HAProxy: conn/s ${verdict(connRatio)} (per CPU ${verdict(connCapRatio)}); bulk Gbit/s ${verdict(bulkRatio)} (per CPU ${verdict(bulkCapRatio)})`);
+  const cf = (t: Target): CloseFirst => closeFirst[t]!;
+  lines.push(
+    `server closes first (h2load --h1 -n ${CLOSE_REQUESTS} -c 4, backend keepalive_timeout 0): portcullis ${cf('portcullis').requestsPerSec.toFixed(0)} req/s ${cf('portcullis').failed} failed, haproxy ${cf('haproxy').requestsPerSec.toFixed(0)} req/s ${cf('haproxy').failed} failed, nginx ${cf('nginx').requestsPerSec.toFixed(0)} req/s ${cf('nginx').failed} failed (${ratio(cf('portcullis').requestsPerSec, cf('haproxy').requestsPerSec)} haproxy); portcullis connections left open after it: ${portcullisLeft}`,
+  );
   console.log(lines.join('\n'));
 
   const result = {
@@ -602,11 +658,15 @@ async function main(): Promise<void> {
       nginx: spawnSync('/usr/sbin/nginx', ['-v'], { encoding: 'utf8' }).stderr.trim(),
     },
     medians,
+    closeFirst: { requests: CLOSE_REQUESTS, results: closeFirst, portcullisLeftOpen: portcullisLeft },
     ratios: { connPerSecVsHaproxy: connRatio, bulkGbpsVsHaproxy: bulkRatio, connPerCpuVsHaproxy: connCapRatio, bulkPerCpuVsHaproxy: bulkCapRatio, target: TARGET_RATIO },
     runs,
   };
   mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
   writeFileSync(new URL(`./results/proxy-${date.slice(0, 10)}.json`, import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
+  if (cf('portcullis').failed > 0 || portcullisLeft > 0) {
+    throw new Error(`server-closes-first run: ${cf('portcullis').failed} requests failed through portcullis, ${portcullisLeft} connections left open`);
+  }
 }
 
 if (process.argv[2] === '--conn-generator') {

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ let dir = '';
 let upstream: FakeUpstream;
 let redisPort = 0;
 let redis: ChildProcess | null = null;
+let backend: HttpServer;
 const gateways: { a?: GatewayProcess; b?: GatewayProcess } = {};
 const configs = { a: '', b: '' };
 
@@ -70,10 +72,20 @@ beforeAll(async () => {
   });
   redisPort = await freePort();
   await startRedis();
+  backend = createHttpServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-length': 3 });
+    res.end('ok\n');
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
   for (const name of ['a', 'b'] as const) {
     const home = join(dir, name);
     await mkdir(home, { recursive: true });
-    configs[name] = await writeGatewayConfig(home, { upstream: upstream.target, redis: `redis://127.0.0.1:${redisPort}/0` });
+    configs[name] = await writeGatewayConfig(home, {
+      upstream: upstream.target,
+      redis: `redis://127.0.0.1:${redisPort}/0`,
+      proxy: { httpUpstreamPort: (backend.address() as AddressInfo).port, lines: ['hosts: { fleet-cut.test: 127.0.0.1 }', 'allowedUpstreamNetworks: [127.0.0.0/8]'] },
+    });
   }
   await startNode('a');
   await startNode('b');
@@ -83,6 +95,8 @@ afterAll(async () => {
   await Promise.all([gateways.a?.stop('SIGKILL'), gateways.b?.stop('SIGKILL')]);
   await killRedis();
   await upstream.close();
+  backend.closeAllConnections();
+  await new Promise((resolve) => backend.close(resolve));
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -100,6 +114,21 @@ describe('fleet sync over Redis', () => {
     console.log(`propagation across two gateways: rule A->B ${ruleMs.toFixed(1)} ms, app switch B->A ${appMs.toFixed(1)} ms`);
     expect((await api(b.adminUrl, 'PATCH', '/v1/apps/line', { enabled: true })).status).toBe(200);
     await waitFor(async () => (await rcodeOf(a, LINE_NAME)) === NXDOMAIN, 1_000, 'LINE blocked again on A');
+  });
+
+  it('a rule added on A closes an open keep-alive HTTP connection through B within 1 s', async () => {
+    const { a, b } = gateways as Required<typeof gateways>;
+    const socket = connect(b.httpPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now())));
+    socket.write('GET / HTTP/1.1\r\nHost: fleet-cut.test\r\n\r\n');
+    await waitFor(() => Promise.resolve(text.endsWith('ok\n')), 2_000, 'the response through B');
+    const added = await api(a.adminUrl, 'POST', '/v1/rules', { type: 'domain', value: 'fleet-cut.test', action: 'block' });
+    const acknowledged = performance.now();
+    expect(added.status).toBe(201);
+    const closedAt = await Promise.race([closed, new Promise<number>((resolve) => setTimeout(() => resolve(Number.POSITIVE_INFINITY), 2_000))]);
+    expect(closedAt - acknowledged).toBeLessThan(1_000);
   });
 
   it('20 writes on each node at once: all 40 present on both nodes, no lost update', async () => {

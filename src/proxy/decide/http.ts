@@ -246,7 +246,14 @@ export class HttpStream implements InspectedStream {
       ),
       listeners: {
         data: (chunk) => {
-          link.responses.feed(chunk);
+          try {
+            link.responses.feed(chunk);
+          } catch (e: unknown) {
+            // Outside the handler's promise: a reader that throws must cost this connection, not the process.
+            this.ctx.report.logger.error({ err: e instanceof Error ? e.message : String(e) }, 'response reader failed (a bug)');
+            this.connection.close('destroy');
+            return;
+          }
           const { client } = this.connection;
           if (!client.destroyed && !client.writableEnded && !client.write(chunk)) socket.pause();
         },
