@@ -177,6 +177,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     config: config.proxy,
     policy: engine,
     resolver: createAddressResolver(dns.upstream, dns.cache),
+    appNames: new Map([...engine.catalog].map(([id, app]) => [id, app.name])),
     logger,
     onBlocked,
     onResult: (listener, result) => metrics.proxyResult(listener, result),

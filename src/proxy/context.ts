@@ -1,3 +1,4 @@
+import type { AppId } from '../catalog/index.js';
 import type { ProxyConfig } from '../config/index.js';
 import type { AddressResolver, PolicyView } from '../dns/index.js';
 import type { DialDeps } from './act/dial.js';
@@ -23,15 +24,18 @@ export interface ProxyLimits {
  */
 export interface ProxyContext {
   policy: PolicyView;
+  /** An app's display name for pages people read ("LINE", not "line"); null for rules of no app. */
+  appName(app: AppId | null): string | null;
   dial: DialDeps;
   limits: ProxyLimits;
   blockAction: TlsBlockAction;
   report: ProxyReporter;
 }
 
-export function createProxyContext(config: ProxyConfig, policy: PolicyView, resolver: AddressResolver, report: ProxyReporter): ProxyContext {
+export function createProxyContext(config: ProxyConfig, policy: PolicyView, resolver: AddressResolver, report: ProxyReporter, appNames: ReadonlyMap<AppId, string> = new Map()): ProxyContext {
   return {
     policy,
+    appName: (app) => (app === null ? null : (appNames.get(app) ?? app)),
     dial: {
       policy,
       resolver,

@@ -1,4 +1,5 @@
 import { createServer, isIPv4, type Server, type Socket } from 'node:net';
+import type { AppId } from '../catalog/index.js';
 import type { ProxyConfig } from '../config/index.js';
 import { parseListenAddress } from '../config/address.js';
 import { DEFAULTS } from '../config/defaults.js';
@@ -23,6 +24,8 @@ export interface ProxyServerDeps extends ProxyEvents {
   policy: PolicyView;
   resolver: AddressResolver;
   logger: Logger;
+  /** Display names of the catalog's apps, for 451 pages. */
+  appNames?: ReadonlyMap<AppId, string>;
 }
 
 export interface ProxyAddresses {
@@ -59,7 +62,7 @@ export class ProxyServer {
   constructor(private readonly deps: ProxyServerDeps) {
     const { config } = deps;
     const report = new ProxyReporter(deps, deps.logger.child({ component: 'proxy' }));
-    this.ctx = createProxyContext(config, deps.policy, deps.resolver, report);
+    this.ctx = createProxyContext(config, deps.policy, deps.resolver, report, deps.appNames);
     this.table = new ConnectionTable(config.maxConnectionsPerClient, report);
     this.acl = new ClientAcl(config.allowClients ?? DEFAULT_CLIENT_NETWORKS);
     this.tls = this.listener('tls', (connection) => inspectTls(connection, this.ctx, config.tls.upstreamPort));

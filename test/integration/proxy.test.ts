@@ -948,12 +948,12 @@ describe('HTTP proxy', () => {
     expect(responses[0]?.status).toBe(431);
   });
 
-  it('the absolute-URI authority wins over Host', async () => {
+  it('the absolute-URI authority wins over Host, and is the Host the backend gets', async () => {
     const blocked = await exchange(`GET http://${KAKAO}/ HTTP/1.1\r\nHost: ${ALLOWED}\r\n\r\n`);
     expect(blocked.responses[0]?.status).toBe(451);
     const allowed = await exchange(`GET http://${ALLOWED}:${httpPort}/x HTTP/1.1\r\nHost: ${KAKAO}\r\nConnection: close\r\n\r\n`);
     expect(allowed.responses[0]?.status).toBe(200);
-    expect(JSON.parse(allowed.responses[0]!.body)).toMatchObject({ url: `http://${ALLOWED}:${httpPort}/x` });
+    expect(JSON.parse(allowed.responses[0]!.body)).toMatchObject({ url: '/x', host: `${ALLOWED}:${httpPort}`, hostCount: 1 });
   });
 
   it('a head split across many segments is read whole', async () => {

@@ -1,5 +1,3 @@
-import type { AppId } from '../../catalog/index.js';
-
 /**
  * What the proxy sends a connection it refuses (sniproxy's "abort bytes"): for TLS a fatal
  * handshake_failure alert (or a TCP reset when configured); for HTTP a status page. The
@@ -24,12 +22,12 @@ function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-/** A short response that closes the connection. 451 pages name the app that is blocked. */
-export function httpStatusResponse(status: number, detail: { app?: AppId | null; host?: string } = {}): Buffer {
+/** A short response that closes the connection. 451 pages name the app that is blocked (its display name). */
+export function httpStatusResponse(status: number, detail: { appName?: string | null; host?: string } = {}): Buffer {
   const text = STATUS_TEXT[status] ?? 'Error';
   let body: string;
   if (status === 451) {
-    const what = detail.app === null || detail.app === undefined ? 'This site' : `This service (${escapeHtml(detail.app)})`;
+    const what = detail.appName === null || detail.appName === undefined ? 'This site' : `This service (${escapeHtml(detail.appName)})`;
     body = `<!doctype html><html><head><meta charset="utf-8"><title>Blocked</title></head><body><h1>Blocked</h1><p>${what} is blocked on this network${detail.host === undefined ? '' : `: ${escapeHtml(detail.host)}`}.</p></body></html>\n`;
   } else {
     body = `${status} ${text}\n`;

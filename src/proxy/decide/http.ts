@@ -3,6 +3,7 @@ import { DEFAULTS } from '../../config/defaults.js';
 import type { Decision, DecisionQuery } from '../../policy/index.js';
 import type { Endpoint } from '../../util/native-addon.js';
 import { dialAddress, dialDestination, type DialOutcome } from '../act/dial.js';
+import { forwardedHead } from '../act/request-out.js';
 import { httpStatusResponse } from '../act/refuse.js';
 import type { Connection } from '../connection.js';
 import type { ProxyContext } from '../context.js';
@@ -39,6 +40,8 @@ interface UpstreamLink {
   isClosing: boolean;
   /** Its responses can no longer be told apart: forwarded until it closes, nothing more sent. */
   isUnframed: boolean;
+  /** The last request sent asks to upgrade: 'awaiting' its answer, then the answer's status. */
+  upgrade: 'awaiting' | number | null;
   listeners: { data: (chunk: Buffer) => void; ended: () => void };
 }
 
@@ -46,8 +49,6 @@ type BodyForwarded = 'complete' | 'invalid' | 'client-gone' | 'upstream-gone' | 
 
 /** Largest body piece handed to upstream at once; bodies stream through. */
 const BODY_PIECE_MAX_BYTES = 1 << 20;
-/** A request asking to switch protocols (RFC 9110 7.8). */
-const UPGRADE_FIELD = /\r\nupgrade:/i;
 const CONNECT_ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n');
 const STATUS_FOR_HEAD_REASON: Record<string, number> = { 'head-too-large': 431 };
 
@@ -140,7 +141,7 @@ export class HttpStream implements InspectedStream {
       fixed === null ? { name: host, port, layer: 'http', client } : { name: host, ip: fixed.destination.address, port: fixed.destination.port, layer: 'http', client };
     const decision = this.ctx.policy.decide(query);
     const blockedBy = decision.verdict === 'block' ? decision : this.cutBy;
-    if (blockedBy !== null) return this.after(refuse('blocked', httpStatusResponse(451, { app: blockedBy.app, host }), { decision: blockedBy, name: host }));
+    if (blockedBy !== null) return this.after(refuse('blocked', this.blockedPage(blockedBy, host), { decision: blockedBy, name: host }));
 
     // Another destination (or a server that is closing): the old one finishes its answers first.
     const key = fixed === null ? `${host}:${port}` : 'fixed';
@@ -150,27 +151,27 @@ export class HttpStream implements InspectedStream {
     }
     if (this.link === null) {
       const dialed = fixed === null ? await dialDestination(host, port, 'http', this.ctx.dial, this.connection) : await dialAddress(fixed.destination.address, fixed.destination.port, this.ctx.dial, this.connection, query);
-      if (dialed.kind !== 'connected') return dialRefusal(dialed, host, httpRefusalPage(dialed, host), this.ctx);
+      if (dialed.kind !== 'connected') return dialRefusal(dialed, host, this.refusalPage(dialed, host), this.ctx);
       this.link = this.openLink(dialed.socket, key, dialed.address);
     }
     const link = this.link;
     this.connection.judged = fixed === null ? [{ ...query, ip: link.address, proto: 'tcp' }] : [fixed.judged, query];
 
-    const headBytes = reader.take(head.headerBytes);
+    // Never the client's bytes: the head as parsed and judged, written out again.
+    reader.take(head.headerBytes);
+    const forwarded = forwardedHead(head);
     link.owed.push(head.method);
     this.ctx.report.result(this.connection.listener, 'forwarded');
-    if (!(await this.send(headBytes))) return null;
-    if (UPGRADE_FIELD.test(headBytes.toString('latin1'))) {
-      // WebSocket and other upgrades: after a 101 the bytes are no longer HTTP requests. The
-      // destination has been decided; what follows is a tunnel to it.
-      this.detachLink(link);
-      return { kind: 'tunnel', upstream: link.socket, forwarder: null, judged: this.connection.judged, result: null };
-    }
+    if (!(await this.send(forwarded.bytes))) return null;
     const length = bodyLength(head);
     const body = length === 'chunked' ? await this.forwardChunked() : await this.forwardBytes(length);
     // A body cut short or malformed leaves the server with half a request: nothing sensible can follow.
     if (body === 'invalid') return refuse('invalid', 'reset');
     if (body === 'client-gone' || body === 'timeout') return refuse(null, 'close');
+    if (forwarded.isUpgrade) {
+      const upgraded = await this.awaitUpgrade(link);
+      if (upgraded !== null) return upgraded;
+    }
     if (head.hasConnectionClose) {
       await this.until(() => this.isIdle() || this.connection.signal.aborted);
       return { kind: 'end' };
@@ -185,9 +186,9 @@ export class HttpStream implements InspectedStream {
     const host = head.host!;
     const port = head.port!;
     const decision = this.ctx.policy.decide({ name: host, port, layer: 'http', client });
-    if (decision.verdict === 'block') return refuse('blocked', httpStatusResponse(451, { app: decision.app, host }), { decision, name: host });
+    if (decision.verdict === 'block') return refuse('blocked', this.blockedPage(decision, host), { decision, name: host });
     const dialed = await dialDestination(host, port, 'http', this.ctx.dial, this.connection);
-    if (dialed.kind !== 'connected') return dialRefusal(dialed, host, httpRefusalPage(dialed, host), this.ctx);
+    if (dialed.kind !== 'connected') return dialRefusal(dialed, host, this.refusalPage(dialed, host), this.ctx);
     this.connection.client.write(CONNECT_ESTABLISHED);
     const judged = [dialed.judged];
     // Inside the tunnel: a TLS client says which server it wants in its SNI; that is judged too.
@@ -201,6 +202,34 @@ export class HttpStream implements InspectedStream {
       judged.push(sni);
     }
     return { kind: 'tunnel', upstream: dialed.socket, forwarder: null, judged, result: 'forwarded' };
+  }
+
+  /**
+   * After a request asking to upgrade (RFC 9931), nothing more from the client goes upstream
+   * until the server has answered it: the client's next bytes stay in the reader (it is not read
+   * on), and the answers before it are framed as they come. On 101 those bytes and the rest of
+   * the connection belong to the new protocol: a tunnel to the destination already decided. On
+   * any other answer they are read as the next requests, each judged. Null: carry on.
+   */
+  private async awaitUpgrade(link: UpstreamLink): Promise<Tunnel | End | null> {
+    link.upgrade = 'awaiting';
+    await this.until(() => link.upgrade !== 'awaiting' || link.isEnded || link.isUnframed || this.cutBy !== null || this.connection.signal.aborted);
+    const answer = upgradeAnswer(link);
+    link.upgrade = null;
+    if (answer === 101) return { kind: 'tunnel', upstream: link.socket, forwarder: null, judged: this.connection.judged, result: null };
+    // Cut while the server was still deciding: no protocol switch for a blocked destination.
+    if (answer === 'awaiting' && this.cutBy !== null) return { kind: 'end' };
+    return null;
+  }
+
+  private blockedPage(decision: Decision, host: string): Buffer {
+    return httpStatusResponse(451, { appName: this.ctx.appName(decision.app), host });
+  }
+
+  /** The page for a request whose destination could not be dialled. */
+  private refusalPage(dialed: Exclude<DialOutcome, { kind: 'connected' }>, host: string): Buffer {
+    if (dialed.kind === 'blocked') return this.blockedPage(dialed.decision, host);
+    return httpStatusResponse(dialed.kind === 'forbidden' ? 403 : 502);
   }
 
   /** A refusal sent once the answers owed before it are through (pipelined requests are answered in order). */
@@ -225,16 +254,27 @@ export class HttpStream implements InspectedStream {
       isEnded: false,
       isClosing: false,
       isUnframed: false,
+      upgrade: null,
       responses: new ResponseReader(
         () => owed[0],
         {
+          head: (status) => {
+            if (link.upgrade !== 'awaiting' || owed.length !== 1) return;
+            link.upgrade = status;
+            this.poke();
+          },
           complete: (isLast) => {
             owed.shift();
             if (isLast) link.isClosing = true;
             this.poke();
           },
           switched: () => {
-            link.isUnframed = true;
+            // A 101 answers the upgrade request; to anything else it is a server gone wrong.
+            if (link.upgrade === 'awaiting' && owed.length === 1) {
+              link.upgrade = 101;
+              // The rest of the connection is the new protocol's: the tunnel takes the socket over.
+              this.detachLink(link);
+            } else link.isUnframed = true;
             this.poke();
           },
           unframed: () => {
@@ -374,8 +414,8 @@ export class HttpStream implements InspectedStream {
   }
 }
 
-/** The page for a request whose destination could not be dialled. */
-function httpRefusalPage(dialed: Exclude<DialOutcome, { kind: 'connected' }>, host: string): Buffer {
-  if (dialed.kind === 'blocked') return httpStatusResponse(451, { app: dialed.decision.app, host });
-  return httpStatusResponse(dialed.kind === 'forbidden' ? 403 : 502);
+
+/** Read through a call: the answer is set by the response reader while awaitUpgrade waited. */
+function upgradeAnswer(link: UpstreamLink): UpstreamLink['upgrade'] {
+  return link.upgrade;
 }

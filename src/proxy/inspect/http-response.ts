@@ -103,6 +103,8 @@ export function responseFraming(method: string, head: ResponseHead): BodyFraming
 
 /** What the response reader reports as bytes go by. */
 export interface ResponseEvents {
+  /** The head of the final response to the oldest request owed has come (its body may follow). */
+  head(status: number): void;
   /** The final response to the oldest request owed is complete; `isLast`: the server closes after it. */
   complete(isLast: boolean): void;
   /** 101 Switching Protocols: what follows is no longer HTTP. */
@@ -196,6 +198,7 @@ export class ResponseReader {
       this.events.switched();
       return;
     }
+    this.events.head(head.status);
     switch (framing.kind) {
       case 'none':
         return this.complete(head.isLast);

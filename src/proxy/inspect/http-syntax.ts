@@ -74,3 +74,27 @@ export function listElements(value: string): string[] {
   return value.split(',').map((element) => element.replace(/^[ \t]+|[ \t]+$/g, ''));
 }
 
+
+/**
+ * Like findLineEnd, for the request line and header section, where a bare LF also ends a line
+ * (RFC 9112 2.2 lets a recipient accept it; the proxy re-serialises every head with CRLF, so a
+ * server behind it never sees the difference). Returns the index of the terminator (the CR of a
+ * CRLF, or the LF), or LINE_SHORT, LINE_BARE_CR, LINE_CONTROL.
+ */
+export function findHeadLineEnd(buf: Uint8Array, from: number, limit: number, isAsciiOnly: boolean): number {
+  for (let i = from; i < limit; i++) {
+    const c = buf[i]!;
+    if (c === LF) return i;
+    if (c === CR) {
+      if (i + 1 >= limit) return LINE_SHORT;
+      return buf[i + 1] === LF ? i : LINE_BARE_CR;
+    }
+    if ((c < SP && c !== HTAB) || c === DEL || (isAsciiOnly && c > DEL)) return LINE_CONTROL;
+  }
+  return LINE_SHORT;
+}
+
+/** Where the next line starts, after the terminator findHeadLineEnd found at `end`. */
+export function nextLine(buf: Uint8Array, end: number): number {
+  return buf[end] === CR ? end + 2 : end + 1;
+}

@@ -2,41 +2,53 @@ import { isUtf8 } from 'node:buffer';
 import { isIPv6 } from 'node:net';
 import { formatIp, parseIp } from '../../match/ip.js';
 import { normalizeQueryName } from '../../match/name.js';
-import { CR, DEL, HASH, LINE_BARE_CR, LINE_BARE_LF, LINE_SHORT, SP, fieldNameEnd, findLineEnd, isName, isOws, isTchar, listElements } from './http-syntax.js';
+import { CR, DEL, HASH, LF, LINE_BARE_CR, LINE_SHORT, SP, fieldNameEnd, findHeadLineEnd, isName, isOws, isTchar, listElements, nextLine } from './http-syntax.js';
 import type { SniffResult } from './sniffer.js';
 
 /**
  * HTTP/1.x request-head reader (RFC 9112, RFC 9110). Hand-written for the same reason as the
- * ClientHello reader: it runs on every request of every connection, and it must be as strict as
- * the strictest server behind it, because a head that two parsers read differently is how
- * requests are smuggled past a filter. It reads and annotates; it never decides. No I/O.
+ * ClientHello reader: it runs on every request of every connection. It reads and annotates; it
+ * never decides. No I/O.
  *
- * Strict on purpose:
- * - Lines end in CRLF only. A bare LF or a bare CR is refused ('bare-lf', 'bare-cr') rather
- *   than accepted as many servers do: accepting it here while a server behind us does not (or
- *   the reverse) lets two parsers see different heads. Empty lines (CRLF) before the request
- *   line are skipped (RFC 9112 2.2) and count in `consumed`.
- * - Single spaces in the request line; only HTTP/1.0 and HTTP/1.1.
- * - No whitespace between a field name and its colon, no obs-fold, no control character other
- *   than HTAB in a field value.
- * - Host names are reduced to what DNS can carry: letters, digits, '-', '_' and dots (IDN
- *   after IDNA); percent-encoding, userinfo, sub-delims, empty labels and IPv6 zone ids are
- *   refused, and so are numeric hosts that are not a dotted-quad IPv4 address (`127.1`,
- *   `0x7f.1`, `2130706433`), which resolvers and URL parsers read in different ways.
- * - Transfer-Encoding together with Content-Length, disagreeing Content-Length values,
- *   and a Transfer-Encoding whose last coding is not chunked (or any Transfer-Encoding in
- *   HTTP/1.0) are refused (RFC 9112 6.1, 6.3): the proxy forwards bytes unchanged and must
- *   know exactly where each request ends.
+ * What it reads is what is forwarded: the proxy never passes the client's head bytes on, but
+ * the canonical re-serialisation of what was parsed here (act/request-out.ts) — CRLF line ends,
+ * one space between request-line parts, every field as parsed, Host set to the destination that
+ * was judged, framing fields re-written from the framing this reader decided on. A server behind
+ * the proxy therefore cannot read a head differently from the way it was judged, which is what
+ * lets the reader accept what is unambiguous and refuse only what is not:
+ *
+ * Lenient, because real clients and evasion tools send it and servers accept it:
+ * - A bare LF ends a line in the request line and header section (zapret tpws --unixeol);
+ *   empty lines (CRLF or LF) before the request line are skipped (RFC 9112 2.2).
+ * - Several spaces between request-line parts (tpws --methodspace).
+ * - Whitespace around a field value (a tab after the Host value, tpws --hosttab) is OWS.
+ *
+ * Refused, because two parsers could read it two ways:
+ * - A bare CR anywhere; obs-fold (a line starting with whitespace); whitespace between a field
+ *   name and its colon (RFC 9112 5.1); control characters other than HTAB in a field value.
+ * - Anything but HTTP/1.0 and HTTP/1.1; spaces before the method or after the version.
+ * - Host names beyond what DNS can carry: letters, digits, '-', '_' and dots (IDN after IDNA);
+ *   percent-encoding, userinfo, sub-delims, empty labels and IPv6 zone ids are refused, and so
+ *   are numeric hosts that are not a dotted-quad IPv4 address (`127.1`, `0x7f.1`,
+ *   `2130706433`), which resolvers and URL parsers read in different ways. Two Host fields.
+ * - Transfer-Encoding together with Content-Length, disagreeing Content-Length values, and a
+ *   Transfer-Encoding whose last coding is not chunked (or any Transfer-Encoding in HTTP/1.0)
+ *   (RFC 9112 6.1, 6.3): where a request ends must be certain.
+ * Chunked bodies are read by http-body.ts, which accepts no bare LF at all.
  *
  * Reading is one forward pass and every error is found at a byte position, so for any bytes
  * the result on a prefix is either need-more or the result on the whole: feeding more bytes
  * never changes an answer already given.
  */
-
 export interface RequestHead {
   method: string;
   /** The request-target as sent. */
   target: string;
+  /**
+   * The request-target to forward: origin-form (path and query; "/" when empty) for an
+   * absolute-form request, the target as sent otherwise.
+   */
+  forwardTarget: string;
   version: 'HTTP/1.0' | 'HTTP/1.1';
   /**
    * The destination: the absolute-form or authority-form target's host when there is one
@@ -61,6 +73,13 @@ export interface RequestHead {
   isChunked: boolean;
   /** The connection ends after this request: `Connection: close`, or HTTP/1.0 without keep-alive. */
   hasConnectionClose: boolean;
+  /** Every field line, in order: the name as sent, the value without surrounding whitespace (latin1, byte for byte). */
+  fields: HeaderField[];
+}
+
+export interface HeaderField {
+  name: string;
+  value: string;
 }
 
 /** Why a head was refused: a closed set, used as a metric label. */
@@ -148,7 +167,7 @@ function parseAuthority(text: string, isPortRequired: boolean): Authority | null
 
 const HTTP_SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):/;
 
-type TargetRead = { form: 'origin' | 'asterisk' } | { form: 'absolute' | 'authority'; authority: Authority } | { problem: RequestHeadInvalidReason };
+type TargetRead = { form: 'origin' | 'asterisk' } | { form: 'authority'; authority: Authority } | { form: 'absolute'; authority: Authority; path: string } | { problem: RequestHeadInvalidReason };
 
 /** Classifies a request-target (RFC 9112 3.2) and reads its authority when it carries one. */
 function readTarget(method: string, target: string): TargetRead {
@@ -167,12 +186,14 @@ function readTarget(method: string, target: string): TargetRead {
   let authorityEnd = authorityStart;
   while (authorityEnd < target.length && target[authorityEnd] !== '/' && target[authorityEnd] !== '?') authorityEnd++;
   const authority = parseAuthority(target.slice(authorityStart, authorityEnd), false);
-  return authority === null ? { problem: 'bad-host' } : { form: 'absolute', authority };
+  const rest = target.slice(authorityEnd);
+  return authority === null ? { problem: 'bad-host' } : { form: 'absolute', authority, path: rest.startsWith('/') ? rest : `/${rest}` };
 }
 
 interface HeadState {
   method: string;
   target: string;
+  forwardTarget: string;
   version: 'HTTP/1.0' | 'HTTP/1.1';
   authority: Authority | null;
   isConnect: boolean;
@@ -185,11 +206,15 @@ interface HeadState {
   hasTransferEncoding: boolean;
   hasCloseToken: boolean;
   hasKeepAliveToken: boolean;
+  fields: HeaderField[];
 }
 
 type RequestLineRead = { state: HeadState } | { problem: RequestHeadInvalidReason };
 
-/** `method SP request-target SP HTTP-version` in [start, end) (RFC 9112 3). */
+/**
+ * `method SP request-target SP HTTP-version` in [start, end) (RFC 9112 3). Several spaces between
+ * the parts are read as one; none before the method or after the version.
+ */
 function readRequestLine(buf: Buffer, start: number, end: number): RequestLineRead {
   const bad = { problem: 'bad-request-line' } as const;
   let methodEnd = start;
@@ -198,7 +223,8 @@ function readRequestLine(buf: Buffer, start: number, end: number): RequestLineRe
     methodEnd++;
   }
   if (methodEnd === start || methodEnd >= end) return bad;
-  const targetStart = methodEnd + 1;
+  let targetStart = methodEnd;
+  while (targetStart < end && buf[targetStart] === SP) targetStart++;
   let targetEnd = targetStart;
   while (targetEnd < end && buf[targetEnd] !== SP) {
     const c = buf[targetEnd]!;
@@ -207,7 +233,9 @@ function readRequestLine(buf: Buffer, start: number, end: number): RequestLineRe
     targetEnd++;
   }
   if (targetEnd === targetStart || targetEnd >= end) return bad;
-  const versionText = buf.toString('latin1', targetEnd + 1, end);
+  let versionStart = targetEnd;
+  while (versionStart < end && buf[versionStart] === SP) versionStart++;
+  const versionText = buf.toString('latin1', versionStart, end);
   if (versionText !== 'HTTP/1.1' && versionText !== 'HTTP/1.0') return bad;
   const method = buf.toString('latin1', start, methodEnd);
   const target = buf.toString('latin1', targetStart, targetEnd);
@@ -217,6 +245,7 @@ function readRequestLine(buf: Buffer, start: number, end: number): RequestLineRe
     state: {
       method,
       target,
+      forwardTarget: read.form === 'absolute' ? read.path : target,
       version: versionText,
       authority: 'authority' in read ? read.authority : null,
       isConnect: read.form === 'authority',
@@ -229,6 +258,7 @@ function readRequestLine(buf: Buffer, start: number, end: number): RequestLineRe
       hasTransferEncoding: false,
       hasCloseToken: false,
       hasKeepAliveToken: false,
+      fields: [],
     },
   };
 }
@@ -303,6 +333,7 @@ function finishHead(buf: Buffer, state: HeadState, consumed: number): RequestHea
   const head: RequestHead = {
     method: state.method,
     target: state.target,
+    forwardTarget: state.forwardTarget,
     version: state.version,
     host: destination.host,
     port: destination.port,
@@ -313,13 +344,13 @@ function finishHead(buf: Buffer, state: HeadState, consumed: number): RequestHea
     contentLength,
     isChunked: state.hasTransferEncoding,
     hasConnectionClose: state.hasCloseToken || (state.version === 'HTTP/1.0' && !state.hasKeepAliveToken),
+    fields: state.fields,
   };
   return { kind: 'found', consumed, head };
 }
 
 function lineProblem(code: number, otherwise: RequestHeadInvalidReason): RequestHeadResult | null {
   if (code === LINE_SHORT) return null;
-  if (code === LINE_BARE_LF) return invalid('bare-lf');
   if (code === LINE_BARE_CR) return invalid('bare-cr');
   return invalid(otherwise);
 }
@@ -341,17 +372,17 @@ export function readRequestHead(buf: Buffer, options: { maxHeadBytes: number }):
     if (pos >= limit) return short();
     const first = buf[pos]!;
     // Checked before the line ends, so bytes that are not HTTP at all (a TLS hello) fail at once.
-    if (first !== CR && !isTchar(first)) return invalid('bad-request-line');
-    const end = findLineEnd(buf, pos, limit, true);
+    if (first !== CR && first !== LF && !isTchar(first)) return invalid('bad-request-line');
+    const end = findHeadLineEnd(buf, pos, limit, true);
     if (end < 0) return lineProblem(end, 'bad-request-line') ?? short();
     if (end > pos) {
       const line = readRequestLine(buf, pos, end);
       if ('problem' in line) return invalid(line.problem);
       state = line.state;
-      pos = end + 2;
+      pos = nextLine(buf, end);
       break;
     }
-    pos = end + 2;
+    pos = nextLine(buf, end);
   }
 
   // Field lines, up to the empty line.
@@ -359,9 +390,9 @@ export function readRequestHead(buf: Buffer, options: { maxHeadBytes: number }):
     if (pos >= limit) return short();
     // obs-fold, or whitespace between the request line and the first field (RFC 9112 2.2, 5.2).
     if (isOws(buf[pos])) return invalid('obs-fold');
-    const end = findLineEnd(buf, pos, limit, false);
+    const end = findHeadLineEnd(buf, pos, limit, false);
     if (end < 0) return lineProblem(end, 'bad-header') ?? short();
-    if (end === pos) return finishHead(buf, state, end + 2);
+    if (end === pos) return finishHead(buf, state, nextLine(buf, end));
     const nameEnd = fieldNameEnd(buf, pos, end);
     if (nameEnd === -1) return invalid('bad-header');
     let valueStart = nameEnd + 1;
@@ -369,13 +400,14 @@ export function readRequestHead(buf: Buffer, options: { maxHeadBytes: number }):
     while (valueStart < valueEnd && isOws(buf[valueStart])) valueStart++;
     while (valueEnd > valueStart && isOws(buf[valueEnd - 1])) valueEnd--;
     noteField(buf, pos, nameEnd, valueStart, valueEnd, state);
-    pos = end + 2;
+    state.fields.push({ name: buf.toString('latin1', pos, nameEnd), value: buf.toString('latin1', valueStart, valueEnd) });
+    pos = nextLine(buf, end);
   }
 }
 
 /**
  * How many body bytes follow the head before the next request can start (RFC 9112 6.3):
- * 'chunked' (walk it with scanChunked), the Content-Length, or 0 when neither is present. A
+ * 'chunked' (read it with http-body.ts's ChunkedReader), the Content-Length, or 0 when neither is present. A
  * CONNECT has no body: what follows its head belongs to the tunnel.
  */
 export function bodyLength(head: RequestHead): number | 'chunked' {

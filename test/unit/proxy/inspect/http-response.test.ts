@@ -2,13 +2,16 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ResponseReader, readResponseHead, responseFraming } from '../../../../src/proxy/inspect/http-response.js';
 
-/** Feeds `text` (latin1) to a reader owed `methods`, in the given pieces; the events, in order. */
-function follow(methods: string[], text: string, cuts: number[] = [], endWithFin = false): string[] {
+/** Feeds `text` (latin1) to a reader owed `methods`, in the given pieces; the events, in order (heads only when asked). */
+function follow(methods: string[], text: string, cuts: number[] = [], endWithFin = false, withHeads = false): string[] {
   const owed = [...methods];
   const events: string[] = [];
   const reader = new ResponseReader(
     () => owed[0],
     {
+      head: (status) => {
+        if (withHeads) events.push(`head ${status}`);
+      },
       complete: (isLast) => {
         events.push(isLast ? `complete-last ${owed[0]}` : `complete ${owed[0]}`);
         owed.shift();
@@ -65,6 +68,11 @@ describe('ResponseReader', () => {
   it('follows pipelined responses of every framing to the end of each', () => {
     const text = `${ok('hello')}HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n`;
     expect(follow(['GET', 'GET', 'HEAD', 'GET'], text)).toEqual(['complete GET', 'complete GET', 'complete HEAD', 'complete GET']);
+  });
+
+  it('tells when the head of each final response has come, before its body', () => {
+    expect(follow(['GET', 'HEAD'], `HTTP/1.1 100 Continue\r\n\r\n${ok('abc')}HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n`, [], false, true)).toEqual(['head 200', 'complete GET', 'head 404', 'complete HEAD']);
+    expect(follow(['GET'], 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart', [], false, true)).toEqual(['head 200']);
   });
 
   it('1xx responses are interim: the final response still completes the request', () => {

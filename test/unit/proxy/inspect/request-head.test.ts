@@ -51,6 +51,7 @@ describe('readRequestHead: a plain request', () => {
       head: {
         method: 'GET',
         target: '/path?q=1',
+        forwardTarget: '/path?q=1',
         version: 'HTTP/1.1',
         host: 'allowed.test',
         port: null,
@@ -61,6 +62,10 @@ describe('readRequestHead: a plain request', () => {
         contentLength: null,
         isChunked: false,
         hasConnectionClose: false,
+        fields: [
+          { name: 'Host', value: 'allowed.test' },
+          { name: 'User-Agent', value: 't' },
+        ],
       },
     });
   });
@@ -280,8 +285,6 @@ describe('readRequestHead: request-target forms', () => {
 
 describe('readRequestHead: malformed request lines', () => {
   it.each([
-    ['two spaces after the method', 'GET  / HTTP/1.1'],
-    ['two spaces before the version', 'GET /  HTTP/1.1'],
     ['a trailing space', 'GET / HTTP/1.1 '],
     ['a leading space', ' GET / HTTP/1.1'],
     ['HTTP/1.2', 'GET / HTTP/1.2'],
@@ -317,11 +320,23 @@ describe('readRequestHead: malformed request lines', () => {
 });
 
 describe('readRequestHead: line ends', () => {
-  it('refuses bare LF line ends (strict CRLF)', () => {
-    expect(outcome('GET / HTTP/1.1\nHost: allowed.test\n\n')).toBe('bare-lf');
-    expect(outcome('GET / HTTP/1.1\r\nHost: allowed.test\n\r\n')).toBe('bare-lf');
-    expect(outcome('GET / HTTP/1.1\r\nHost: allowed.test\r\n\n')).toBe('bare-lf');
-    expect(outcome('\nGET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n')).toBe('bad-request-line');
+  it('accepts a bare LF ending the request line and field lines (tpws --unixeol), mixed with CRLF too', () => {
+    for (const text of ['GET / HTTP/1.1\nHost: allowed.test\n\n', 'GET / HTTP/1.1\r\nHost: allowed.test\n\r\n', 'GET / HTTP/1.1\r\nHost: allowed.test\r\n\n', '\nGET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n']) {
+      expect(read(`${text}GET /next`), JSON.stringify(text)).toMatchObject({ kind: 'found', consumed: text.length, head: { host: 'allowed.test', fields: [{ name: 'Host', value: 'allowed.test' }] } });
+    }
+  });
+
+  it('reads several spaces between request-line parts as one (tpws --methodspace), and a tab after a value as OWS (--hosttab)', () => {
+    expect(read('GET  /x HTTP/1.1\r\nHost: allowed.test\r\n\r\n')).toMatchObject({ kind: 'found', head: { method: 'GET', target: '/x', version: 'HTTP/1.1' } });
+    expect(read('GET /x   HTTP/1.1\r\nHost: allowed.test\r\n\r\n')).toMatchObject({ kind: 'found', head: { target: '/x' } });
+    expect(read('GET / HTTP/1.1\r\nHost: allowed.test\t\r\n\r\n')).toMatchObject({ kind: 'found', head: { host: 'allowed.test', fields: [{ name: 'Host', value: 'allowed.test' }] } });
+    expect(read('GET / HTTP/1.1\r\nHost:\tallowed.test\r\n\r\n')).toMatchObject({ kind: 'found', head: { host: 'allowed.test' } });
+  });
+
+  it('an absolute-form target is forwarded in origin-form', () => {
+    expect(read('GET http://allowed.test:8080/a?b HTTP/1.1\r\nHost: kakao.com\r\n\r\n')).toMatchObject({ kind: 'found', head: { host: 'allowed.test', port: 8080, forwardTarget: '/a?b', hostField: 'kakao.com' } });
+    expect(read('GET http://allowed.test HTTP/1.1\r\nHost: allowed.test\r\n\r\n')).toMatchObject({ kind: 'found', head: { forwardTarget: '/' } });
+    expect(read('GET http://allowed.test?x=1 HTTP/1.1\r\nHost: allowed.test\r\n\r\n')).toMatchObject({ kind: 'found', head: { forwardTarget: '/?x=1' } });
   });
 
   it('refuses a bare CR', () => {
@@ -483,7 +498,7 @@ describe('readRequestHead: incomplete heads, pipelining and the size cap', () =>
       'GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n',
       'GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n',
       'GET / HTTP/1.1\r\nX : y\r\nHost: a.test\r\n\r\n',
-      'GET / HTTP/1.1\r\nHost: a.test\nX: y\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost: a.test\rX: y\r\n\r\n',
     ]) {
       const whole = expectPrefixesConsistent(bytes(text));
       expect(whole.kind, text).toBe('invalid');
