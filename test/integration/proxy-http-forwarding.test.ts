@@ -140,6 +140,12 @@ describe('lenient only where unambiguous, against nginx', () => {
     const { text } = await exchange(request(nginx.ports.web!), 1_000);
     expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
   });
+
+  it('an Upgrade nginx declines (it answers 200): the request pipelined behind it is then read, judged and answered', async () => {
+    const port = nginx.ports.web!;
+    const { text } = await exchange(`GET /small HTTP/1.1\r\nHost: allowed.test:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /small HTTP/1.1\r\nHost: allowed.test:${port}\r\nConnection: close\r\n\r\n`, 1_000);
+    expect(statuses(text)).toEqual([200, 200]);
+  });
 });
 
 /**
