@@ -207,7 +207,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
   };
   const appView = (id: AppId): ReturnType<typeof withBlocks>[number] => withBlocks(appViews([deps.catalog.get(id)!], deps.engine.current))[0]!;
   const appEtag = (state: PolicyState, id: AppId): string => etagOf({ id, enabled: state.apps[id] });
-  const errors = { 400: S.Problem, 401: S.Problem, 403: S.Problem, 404: S.Problem, 412: S.Problem, 429: S.Problem, 503: S.Problem };
+  const errors = { 400: S.Problem, 401: S.Problem, 403: S.Problem, 404: S.Problem, 409: S.Problem, 412: S.Problem, 429: S.Problem, 503: S.Problem };
 
   app.get('/v1/apps', { config: { scope: 'read' }, schema: { response: { 200: { type: 'array', items: S.AppBody } } } }, () =>
     withBlocks(

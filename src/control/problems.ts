@@ -13,6 +13,7 @@ const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
   PCL_ERR_UNAUTHORIZED: 401,
   PCL_ERR_FORBIDDEN: 403,
   PCL_ERR_NOT_FOUND: 404,
+  PCL_ERR_CONFLICT: 409,
   PCL_ERR_PRECONDITION_FAILED: 412,
   PCL_ERR_RATE_LIMITED: 429,
   PCL_ERR_STORE_UNAVAILABLE: 503,
@@ -25,6 +26,7 @@ const TITLES: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  409: 'Conflict',
   412: 'Precondition Failed',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
@@ -38,11 +40,12 @@ interface FieldProblem {
   message: string;
 }
 
-export function sendProblem(reply: FastifyReply, status: number, code: ErrorCode, detail: string, problems?: FieldProblem[]): FastifyReply {
+/** `extra`: members a problem type adds (RFC 9457 3.2), such as the existing rule's id on a conflict. */
+export function sendProblem(reply: FastifyReply, status: number, code: ErrorCode, detail: string, problems?: FieldProblem[], extra?: Record<string, unknown>): FastifyReply {
   return reply
     .code(status)
     .type('application/problem+json')
-    .send({ type: `urn:portcullis:error:${code}`, title: TITLES[status] ?? 'Error', status, detail, code, ...(problems === undefined ? {} : { problems }) });
+    .send({ type: `urn:portcullis:error:${code}`, title: TITLES[status] ?? 'Error', status, detail, code, ...(problems === undefined ? {} : { problems }), ...extra });
 }
 
 /** Every error of the admin API, ours or fastify's (validation, body size, JSON), as a problem. */
@@ -53,7 +56,7 @@ export function problemErrorHandler(logger: Logger): (error: FastifyError | Port
       if (status === 401) void reply.header('www-authenticate', 'Bearer');
       if (status === 429) void reply.header('retry-after', String(typeof error.details.retryAfter === 'number' ? error.details.retryAfter : 60));
       if (status >= 500) logger.warn({ component: 'admin', code: error.code, err: error.message }, 'admin request failed');
-      return sendProblem(reply, status, error.code, error.message);
+      return sendProblem(reply, status, error.code, error.message, undefined, error.code === 'PCL_ERR_CONFLICT' ? { existing: error.details.existing } : undefined);
     }
     if (error.validation !== undefined) {
       const problems = error.validation.map((v) => ({

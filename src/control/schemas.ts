@@ -82,6 +82,7 @@ export const Problem = Type.Object(
     detail: Type.String(),
     code: Type.String(),
     problems: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
+    existing: Type.Optional(Type.String({ description: 'on a conflict: the id of the rule that exists already' })),
   },
   { description: 'application/problem+json (RFC 9457)' },
 );

@@ -39,7 +39,8 @@ export function enabledApps(state: PolicyState): AppId[] {
 /**
  * Applies one change to a state, giving the next state (version + 1) and what the change
  * looked like before and after, for the audit log. Throws PortcullisError for invalid input
- * (PCL_ERR_INVALID_*, PCL_ERR_UNKNOWN_APP) or a missing rule (PCL_ERR_NOT_FOUND).
+ * (PCL_ERR_INVALID_*, PCL_ERR_UNKNOWN_APP), a rule that exists already (PCL_ERR_CONFLICT) or a
+ * missing rule (PCL_ERR_NOT_FOUND).
  */
 export function applyChange(state: PolicyState, change: PolicyChange): ChangeOutcome {
   const version = state.version + 1;
@@ -50,6 +51,10 @@ export function applyChange(state: PolicyState, change: PolicyChange): ChangeOut
     }
     case 'rule-add': {
       const rule: AdminRule = { id: `r${state.nextRuleId}`, ...normalizeAdminRule(change.rule) };
+      const same = state.rules.find((r) => r.type === rule.type && r.value === rule.value && r.action === rule.action && r.app === rule.app);
+      if (same !== undefined) {
+        throw new PortcullisError('PCL_ERR_CONFLICT', `the same rule exists already: ${same.id} (${same.action} ${same.type} ${same.value})`, { details: { existing: same.id } });
+      }
       return { state: { ...state, version, rules: [...state.rules, rule], nextRuleId: state.nextRuleId + 1 }, before: null, after: rule };
     }
     case 'rule-remove': {

@@ -26,6 +26,23 @@ export function parsePortRange(input: string): PortRange {
   return { proto, from, to };
 }
 
+/**
+ * An admin port rule's ports: `tcp/N[-M]`, `udp/N[-M]`, or a bare `N[-M]`, which means TCP and
+ * UDP (a port blocked "as such" is blocked for both). Throws PCL_ERR_INVALID_PORT.
+ */
+export function parsePortSpec(input: string): PortRange[] {
+  const range = parsePortRange(input);
+  return /^\s*(tcp|udp)\//i.test(input) ? [range] : [range, { ...range, proto: 'udp' }];
+}
+
+/** The stored form of a port spec: `tcp/N`, `udp/N-M`, or a bare `N` for both protocols. */
+export function formatPortSpec(ranges: readonly PortRange[]): string {
+  const [first] = ranges;
+  if (first === undefined) throw invalidPort('', 'no ports');
+  const span = first.from === first.to ? String(first.from) : `${first.from}-${first.to}`;
+  return ranges.length > 1 ? span : `${first.proto}/${span}`;
+}
+
 export function formatPortRange(range: PortRange): string {
   return range.from === range.to ? `${range.proto}/${range.from}` : `${range.proto}/${range.from}-${range.to}`;
 }

@@ -2,7 +2,7 @@ import { isAppId, type AppId } from '../catalog/index.js';
 import { PortcullisError } from '../errors.js';
 import { formatCidr, parseCidr } from '../match/ip.js';
 import { parseRuleName } from '../match/name.js';
-import { formatPortRange, parsePortRange } from '../match/ports.js';
+import { formatPortSpec, parsePortSpec } from '../match/ports.js';
 import type { Action } from './rule.js';
 
 export type AdminRuleType = 'domain' | 'cidr' | 'port';
@@ -28,7 +28,8 @@ export interface AdminRuleInput {
 /**
  * Checks an admin rule and returns its normalised value: a domain as `kakao.com` (a leading
  * `*.` is accepted: a domain rule always covers subdomains), a CIDR in canonical form, a port
- * as `tcp/N[-M]`. Throws PCL_ERR_INVALID_NAME, _CIDR, _PORT or _UNKNOWN_APP.
+ * as `tcp/N[-M]`, `udp/N[-M]` or a bare `N[-M]` (TCP and UDP). Throws PCL_ERR_INVALID_NAME,
+ * _CIDR, _PORT or _UNKNOWN_APP.
  */
 export function normalizeAdminRule(input: AdminRuleInput): Omit<AdminRule, 'id'> {
   let app: AppId | null = null;
@@ -48,6 +49,6 @@ export function normalizeRuleValue(type: AdminRuleType, value: string): string {
     case 'cidr':
       return formatCidr(parseCidr(value));
     case 'port':
-      return formatPortRange(parsePortRange(value));
+      return formatPortSpec(parsePortSpec(value));
   }
 }

@@ -1,6 +1,6 @@
 import type { AppId, Catalog } from '../catalog/index.js';
 import { parseCidr, type ParsedCidr } from '../match/ip.js';
-import { PortSet, parsePortRange } from '../match/ports.js';
+import { PortSet, parsePortSpec } from '../match/ports.js';
 import type { AdminRule } from './admin-rule.js';
 import { RuleIndexBuilder, type RuleIndex } from './rule-index.js';
 import type { Action, CompiledRule } from './rule.js';
@@ -58,7 +58,7 @@ function addAdminRule(builder: RuleIndexBuilder, admin: AdminRule): void {
       return;
     }
     case 'port': {
-      const ports = PortSet.of([parsePortRange(admin.value)]);
+      const ports = PortSet.of(parsePortSpec(admin.value));
       const rule: CompiledRule = { ...base, kind: 'port', portScope: 'own', ports, value: admin.value };
       if (admin.app !== null) {
         // Joins the app's ports: its app-ports CIDRs now match on it too.

@@ -6,8 +6,9 @@ import type { CompiledRule } from './rule.js';
 
 /**
  * The lookup structures of one group of rules. Map values and trie values are references:
- * a non-negative number is a rule index, a negative one (-1 - g) names a group of rule indexes
- * for the rare key listed by several rules.
+ * a non-negative number is a rule index, a number of -2 or less (-2 - g, see groupRef) names a
+ * group of rule indexes for the rare key listed by several rules. -1 is never a reference: it
+ * is the trie's "no value here".
  */
 export interface RuleIndex {
   readonly rules: readonly CompiledRule[];
@@ -183,13 +184,27 @@ export class RuleIndexBuilder {
     if (existing >= 0) {
       if (existing === ruleIndex) return existing;
       this.groups.push([existing, ruleIndex]);
-      return -this.groups.length;
+      return groupRef(this.groups.length - 1);
     }
-    const group = this.groups[-1 - existing]!;
+    const group = this.groups[groupIndexOf(existing)]!;
     if (group.includes(ruleIndex)) return existing;
     group.push(ruleIndex);
     return existing;
   }
+}
+
+/** The reference of group `g`. */
+function groupRef(g: number): number {
+  return -2 - g;
+}
+
+function groupIndexOf(ref: number): number {
+  return -2 - ref;
+}
+
+/** The rule indexes a reference stands for. */
+export function ruleIndexesOf(index: RuleIndex, ref: number): readonly number[] {
+  return ref >= 0 ? [ref] : index.groups[groupIndexOf(ref)]!;
 }
 
 export function labelCountBit(name: string): number {

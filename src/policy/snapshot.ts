@@ -4,7 +4,7 @@ import { normalizeQueryName } from '../match/name.js';
 import { nextReverseHash, REVERSE_HASH_START } from '../match/name-filter.js';
 import { PortSet, type Protocol } from '../match/ports.js';
 import type { CompiledRule, Layer } from './rule.js';
-import type { RuleIndex } from './rule-index.js';
+import { ruleIndexesOf, type RuleIndex } from './rule-index.js';
 
 export interface DecisionQuery {
   /** Host name as the client sent it (qname, SNI, Host); normalised here. */
@@ -196,7 +196,7 @@ export class PolicySnapshot {
       for (const trie of [index.v4, index.v6]) {
         const family = trie === index.v4 ? 4 : 6;
         trie.forEach((words, prefix, ref) => {
-          const ruleIndexes = ref >= 0 ? [ref] : index.groups[-1 - ref]!;
+          const ruleIndexes = ruleIndexesOf(index, ref);
           const portSets: PortSet[] = [];
           let isActive = false;
           for (const i of ruleIndexes) {
@@ -315,7 +315,7 @@ function pick(
     return active[ref] === 1 && portApplies(rule, ip, port, proto, appPorts) ? rule : null;
   }
   let block: CompiledRule | null = null;
-  for (const ruleIndex of index.groups[-1 - ref]!) {
+  for (const ruleIndex of ruleIndexesOf(index, ref)) {
     const rule = index.rules[ruleIndex]!;
     if (active[ruleIndex] !== 1 || !portApplies(rule, ip, port, proto, appPorts)) continue;
     if (rule.action === 'allow') return rule;

@@ -9,6 +9,7 @@ import { FileStore } from '../../src/control/store/index.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { PolicyEngine } from '../../src/policy/index.js';
+import { exportNftables } from '../../src/policy/nft-export.js';
 
 const READ = 'read-token-0123456789';
 const WRITE = 'write-token-0123456789';
@@ -265,6 +266,56 @@ describe('changes take effect at once and are durable', () => {
     expect(res.map((d) => d.name)).toEqual(['b.kakao.com', 'a.line-apps.com']);
     expect(res[0]).toMatchObject({ layer: 'tls', app: 'kakaotalk', rule: 'domain:kakao.com' });
     for (const d of res) expect(d).not.toHaveProperty('client');
+  });
+});
+
+describe('admin rules hold together', () => {
+  const postRule = (body: object) => call(app, { method: 'POST', url: '/v1/rules', token: WRITE, body });
+  const ipVerdict = (ip: string, port: number, proto: 'tcp' | 'udp') => engine.decide({ ip, port, proto, layer: 'ip' }).verdict;
+
+  it('two global port rules are both in force on IPv4 and IPv6 (check, proxy and the nft export agree); removing the newer keeps the older', async () => {
+    const tcp = await postRule({ type: 'port', value: 'tcp/5222', action: 'block' });
+    const udp = await postRule({ type: 'port', value: 'udp/3478', action: 'block' });
+    expect([tcp.statusCode, udp.statusCode]).toEqual([201, 201]);
+    for (const ip of ['8.8.8.8', '2001:db8::1']) {
+      expect(ipVerdict(ip, 5222, 'tcp')).toBe('block');
+      expect(ipVerdict(ip, 3478, 'udp')).toBe('block');
+      expect(ipVerdict(ip, 5222, 'udp')).toBe('allow');
+    }
+    const check = await call(app, { method: 'GET', url: '/v1/check?target=8.8.8.8:5222', token: READ });
+    expect(check.json()).toMatchObject({ verdict: 'block', rule: 'port:tcp/5222' });
+    const { ruleset } = exportNftables(engine.current, { table: 'portcullis' });
+    expect(ruleset).toMatch(/set block_ports4 \{[^}]*\. tcp \. 5222/);
+    expect(ruleset).toMatch(/set block_ports4 \{[^}]*\. udp \. 3478/);
+    expect(ruleset).toMatch(/set block_ports6 \{[^}]*\. tcp \. 5222/);
+    expect((await call(app, { method: 'DELETE', url: `/v1/rules/${udp.json<{ id: string }>().id}`, token: WRITE })).statusCode).toBe(204);
+    for (const ip of ['8.8.8.8', '2001:db8::1']) expect(ipVerdict(ip, 5222, 'tcp')).toBe('block');
+    expect((await call(app, { method: 'DELETE', url: `/v1/rules/${tcp.json<{ id: string }>().id}`, token: WRITE })).statusCode).toBe(204);
+    expect(ipVerdict('8.8.8.8', 5222, 'tcp')).toBe('allow');
+  });
+
+  it('the same rule twice: 409 naming the rule that exists', async () => {
+    const first = await postRule({ type: 'domain', value: 'twice.example', action: 'block' });
+    expect(first.statusCode).toBe(201);
+    const again = await postRule({ type: 'domain', value: '*.Twice.Example.', action: 'block' });
+    expect(again.statusCode).toBe(409);
+    const problem = problemOf(again);
+    expect(problem.code).toBe('PCL_ERR_CONFLICT');
+    expect((again.json<{ existing: string }>()).existing).toBe(first.json<{ id: string }>().id);
+    expect(problem.detail).toContain(first.json<{ id: string }>().id);
+    // Another action on the same name is another rule.
+    expect((await postRule({ type: 'domain', value: 'twice.example', action: 'allow' })).statusCode).toBe(201);
+  });
+
+  it('a bare port means TCP and UDP, and is stored and shown as given', async () => {
+    const res = await postRule({ type: 'port', value: '5333', action: 'block' });
+    expect(res.statusCode).toBe(201);
+    expect(res.json<{ value: string }>().value).toBe('5333');
+    expect(ipVerdict('8.8.4.4', 5333, 'tcp')).toBe('block');
+    expect(ipVerdict('8.8.4.4', 5333, 'udp')).toBe('block');
+    const listed = (await call(app, { method: 'GET', url: '/v1/rules', token: READ })).json<{ value: string; type: string }[]>();
+    expect(listed.filter((r) => r.type === 'port').map((r) => r.value)).toContain('5333');
+    expect((await postRule({ type: 'port', value: 'TCP/05333', action: 'block' })).json<{ value: string }>().value).toBe('tcp/5333');
   });
 });
 

@@ -102,7 +102,7 @@ async function appsView(): Promise<void> {
 const VALUE_CHECKS: Record<Rule['type'], { pattern: RegExp; hint: string }> = {
   domain: { pattern: /^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?$/i, hint: 'a host name such as example.com (subdomains included)' },
   cidr: { pattern: /^([0-9.]+|[0-9a-f:]+)(\/[0-9]{1,3})?$/i, hint: 'an address or network such as 147.92.128.0/17' },
-  port: { pattern: /^(tcp|udp)\/[0-9]{1,5}(-[0-9]{1,5})?$/i, hint: 'tcp/N, udp/N or tcp/N-M' },
+  port: { pattern: /^((tcp|udp)\/)?[0-9]{1,5}(-[0-9]{1,5})?$/i, hint: 'tcp/N, udp/N, tcp/N-M, or N for TCP and UDP' },
 };
 
 async function rulesView(): Promise<void> {
