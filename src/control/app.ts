@@ -145,10 +145,12 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
       request.principal = { name: 'loopback', scopes: new Set(['read', 'write', 'admin']) };
       return;
     }
-    const wait = limiter.retryAfter(client);
-    if (wait > 0) throw new PortcullisError('PCL_ERR_RATE_LIMITED', `too many failed authentications; retry in ${wait} s`, { details: { retryAfter: wait } });
+    // A valid token is always let in: the limit is on failing attempts only, so operators
+    // behind one address (a bastion, a NAT, the console) cannot be locked out by a guesser.
     const principal = deps.tokens.verify(request.headers.authorization);
     if (principal === null) {
+      const wait = limiter.retryAfter(client);
+      if (wait > 0) throw new PortcullisError('PCL_ERR_RATE_LIMITED', `too many failed authentications; retry in ${wait} s`, { details: { retryAfter: wait } });
       limiter.fail(client);
       deps.metrics.authFailure();
       throw new PortcullisError('PCL_ERR_UNAUTHORIZED', request.headers.authorization === undefined ? 'a bearer token is required' : 'the bearer token is not valid');
