@@ -279,9 +279,9 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
   app.get('/v1/policy', { config: { scope: 'read' } }, (_request, reply) => {
     const state = deps.control.current;
     const counts = Object.fromEntries(deps.engine.current.ruleCounts());
-    return reply.header('etag', etagOf({ version: state.version })).send({
-      version: state.version,
-      snapshotVersion: deps.engine.version,
+    // One version: the policy in force, as the metrics, the audit log and the nft header give it.
+    return reply.header('etag', etagOf({ version: deps.engine.version })).send({
+      version: deps.engine.version,
       apps: state.apps,
       adminRules: state.rules.length,
       rulesInForce: counts,

@@ -30,7 +30,7 @@ export class PolicyControl {
   async start(initial: PolicyState): Promise<void> {
     this.enforce(await this.options.store.load(initial));
     this.options.store.on('state', (state) => {
-      this.options.logger.info({ component: 'control', version: state.version }, 'policy changed on another gateway');
+      this.options.logger.info({ component: 'control', revision: state.version }, 'policy changed on another gateway');
       this.enforce(state);
     });
   }
@@ -51,7 +51,8 @@ export class PolicyControl {
       return { state: outcome.state, result: outcome };
     });
     this.enforce(result.state);
-    await this.options.audit.append({ time: new Date().toISOString(), actor, change: change.kind, version: result.state.version, before: result.before, after: result.after });
+    // The version of the policy this change put in force: the one the API, metrics and nft file show.
+    await this.options.audit.append({ time: new Date().toISOString(), actor, change: change.kind, version: this.options.engine.version, before: result.before, after: result.after });
     return result;
   }
 

@@ -5,7 +5,10 @@ import { normalizeAdminRule, type AdminRule, type AdminRuleInput } from '../poli
 
 /**
  * What admins change and the store keeps: which apps are blocked and the admin rules. `version`
- * moves by one on every acknowledged change, on whichever gateway of a fleet took it.
+ * is the store's revision: it moves by one on every acknowledged change, on whichever gateway of
+ * a fleet took it, and orders states between gateways. It is not shown as the policy version:
+ * that is the engine's (what is in force, lists included), the one the API, metrics, audit log
+ * and nft file give.
  */
 export interface PolicyState {
   version: number;

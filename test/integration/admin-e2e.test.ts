@@ -29,12 +29,12 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function gatewayIn(name: string, args: string[] = []): Promise<{ gateway: GatewayProcess; config: string; home: string }> {
+async function gatewayIn(name: string, args: string[] = [], extra: string[] = []): Promise<{ gateway: GatewayProcess; config: string; home: string }> {
   const home = join(dir, name);
   await rm(home, { recursive: true, force: true });
   const { mkdir } = await import('node:fs/promises');
   await mkdir(home, { recursive: true });
-  const config = await writeGatewayConfig(home, { upstream: upstream.target });
+  const config = await writeGatewayConfig(home, { upstream: upstream.target, extra: extra.map((line) => line.replaceAll('HOME', home)) });
   const gateway = await startGateway(config, args);
   running.add(gateway);
   return { gateway, config, home };
@@ -93,6 +93,41 @@ describe('a change acknowledged by the API is enforced by DNS at once', () => {
 });
 
 describe('durability', () => {
+  it('one policy version: the API, the metric, the audit log and the nft file header agree after every change', async () => {
+    const { gateway, home } = await gatewayIn('version', [], ['nftables: { file: HOME/ip.nft }']);
+    const versions = async (): Promise<{ api: number; metric: number; nft: number }> => {
+      const policy = (await api(gateway.adminUrl, 'GET', '/v1/policy')).body as { version: number };
+      const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
+      const metric = Number(/^portcullis_policy_version (\d+)$/m.exec(metrics)?.[1]);
+      const nft = Number(/policy version (\d+)/.exec(await readFile(join(home, 'ip.nft'), 'utf8'))?.[1]);
+      return { api: policy.version, metric, nft };
+    };
+    const lastAudited = async (): Promise<number> => {
+      const lines = (await readFile(join(home, 'data', 'audit.jsonl'), 'utf8')).trim().split('\n');
+      return (JSON.parse(lines.at(-1)!) as { version: number }).version;
+    };
+    const agree = async (): Promise<number> => {
+      let seen = await versions();
+      await waitFor(async () => {
+        seen = await versions();
+        return seen.nft === seen.api;
+      }, 2_000, 'the nft file to catch up');
+      expect(seen.metric).toBe(seen.api);
+      expect(await lastAudited()).toBe(seen.api);
+      return seen.api;
+    };
+    const added = await api(gateway.adminUrl, 'POST', '/v1/rules', { type: 'cidr', value: '198.51.100.0/24', action: 'block' });
+    expect(added.status).toBe(201);
+    const first = await agree();
+    expect((await api(gateway.adminUrl, 'PATCH', '/v1/apps/didi', { enabled: false })).status).toBe(200);
+    const second = await agree();
+    expect((await api(gateway.adminUrl, 'DELETE', `/v1/rules/${(added.body as { id: string }).id}`)).status).toBe(204);
+    const third = await agree();
+    expect(second).toBeGreaterThan(first);
+    expect(third).toBeGreaterThan(second);
+    await gateway.stop();
+  });
+
   it('kill -9 in the middle of 1,000 rule writes: every acknowledged write is there after a restart', async () => {
     const { gateway, config, home } = await gatewayIn('kill');
     const acknowledged = new Map<string, string>();

@@ -45,7 +45,7 @@ export class FileStore extends EventEmitter<{ state: [PolicyState] }> implements
       const previous = await readIfExists(this.previousPath);
       if (previous !== null) {
         const state = parseState(previous, this.previousPath);
-        log.warn({ component: 'store', file: this.previousPath, version: state.version }, 'policy.json missing: continuing from the previous copy');
+        log.warn({ component: 'store', file: this.previousPath, revision: state.version }, 'policy.json missing: continuing from the previous copy');
         await this.write(state);
         return state;
       }
@@ -107,7 +107,7 @@ export class FileStore extends EventEmitter<{ state: [PolicyState] }> implements
       const hint =
         previous === null
           ? `${previousProblem}: repair or remove the file to start`
-          : `start with --recover to continue from the previous copy ${this.previousPath} (version ${previous.version}); the corrupt file is kept aside`;
+          : `start with --recover to continue from the previous copy ${this.previousPath} (revision ${previous.version}); the corrupt file is kept aside`;
       throw new PortcullisError('PCL_ERR_STORE_CORRUPT', `policy store is corrupt: ${corruption.message}; ${hint}`, { cause: corruption, details: corruption.details });
     }
     const aside = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
@@ -115,7 +115,7 @@ export class FileStore extends EventEmitter<{ state: [PolicyState] }> implements
     // The previous copy becomes current again; it is also kept as the previous copy.
     await writeFileAtomic(this.path, previousText!);
     this.current = previous;
-    this.options.logger.warn({ component: 'store', corrupt: aside, version: previous.version }, 'recovered the policy store from the previous copy');
+    this.options.logger.warn({ component: 'store', corrupt: aside, revision: previous.version }, 'recovered the policy store from the previous copy');
     return previous;
   }
 }

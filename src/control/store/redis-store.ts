@@ -96,7 +96,7 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
       (text) => parseState(text, this.cachePath),
       () => null,
     );
-    this.log.warn({ reason: this.lastError, version: cached?.version ?? null }, cached === null ? 'redis unreachable: enforcing the config until it is back' : 'redis unreachable: enforcing the local copy of the fleet policy');
+    this.log.warn({ reason: this.lastError, revision: cached?.version ?? null }, cached === null ? 'redis unreachable: enforcing the config until it is back' : 'redis unreachable: enforcing the local copy of the fleet policy');
     this.current = cached ?? initial;
     return this.current;
   }
@@ -190,7 +190,7 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
    */
   private async reseed(): Promise<void> {
     if (this.current === null) throw new Error('the policy state is missing from Redis');
-    if (await this.compareAndSet(0, this.current)) this.log.warn({ version: this.current.version }, 'redis held no policy: wrote back the policy this gateway enforces');
+    if (await this.compareAndSet(0, this.current)) this.log.warn({ revision: this.current.version }, 'redis held no policy: wrote back the policy this gateway enforces');
   }
 
   private markDown(reason: string): void {
