@@ -326,9 +326,11 @@ async function commandStart(args: Args): Promise<number> {
             gateway.metrics.reload('config', false);
             return;
           }
-          await gateway.reload(next);
+          const summary = await gateway.reload(next);
           gateway.metrics.reload('config', true);
-          logger.info({ version: gateway.engine.version }, 'reloaded');
+          for (const key of summary.restartPending) logger.warn({ key }, `${key} changed: it takes effect after a restart`);
+          for (const key of summary.seedOnly) logger.warn({ key }, `${key} only seeds a new policy store: switch apps through the admin API`);
+          logger.info({ version: gateway.engine.version, applied: summary.applied, restartPending: summary.restartPending }, summary.restartPending.length === 0 ? 'reloaded' : 'reloaded; a restart is pending');
         })
         .catch((e: unknown) => {
           logger.error({ err: errorMessage(e) }, 'reload failed; keeping the running configuration');

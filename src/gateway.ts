@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadCatalog, type Catalog } from './catalog/index.js';
-import { DEFAULTS, parseListenAddress, type Config } from './config/index.js';
+import { DEFAULTS, SEED_KEYS, changedKeys, parseListenAddress, reloadedKeys, restartKeys, type Config } from './config/index.js';
 import {
   ActivitySampler,
   AuditLog,
@@ -76,9 +76,23 @@ export interface Gateway extends Policy {
   control: PolicyControl;
   store: PolicyStore;
   metrics: Metrics;
-  /** Re-reads what SIGHUP reloads: admin tokens, `policy.extended`, and every list. */
-  reload(config: Config): Promise<void>;
+  /**
+   * SIGHUP: puts in force what can change without a restart (admin tokens, `policy.extended`,
+   * every list, `log.level`) and says what else changed and waits for a restart.
+   */
+  reload(config: Config): Promise<ReloadSummary>;
+  /** Keys changed in the configuration since start that only a restart puts in force. */
+  readonly restartPending: readonly string[];
   close(): Promise<void>;
+}
+
+export interface ReloadSummary {
+  /** Keys changed since the last load, now in force. */
+  applied: string[];
+  /** Keys that differ from the running configuration and need a restart. */
+  restartPending: string[];
+  /** Keys that only seed a new store (the API owns them now), changed since the last load. */
+  seedOnly: string[];
 }
 
 export interface StartOptions {
@@ -92,6 +106,8 @@ export interface StartOptions {
  */
 export async function startGateway(config: Config, logger: Logger, options: StartOptions = {}): Promise<Gateway> {
   let tokens = await loadTokens(config.admin.tokens);
+  let loaded = config;
+  let restartPending: string[] = [];
   // SIGHUP swaps the token set (rotation) under the running API.
   const currentTokens: TokenVerifier = {
     get isConfigured() {
@@ -211,6 +227,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     logger,
     storeHealth: () => store.health(),
     listenersReady: () => isListening,
+    restartPending: () => restartPending,
     refreshLists: () => policy.lists.refresh(),
     activity,
     storeKind: store.kind,
@@ -242,13 +259,22 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     get lists() {
       return policy.lists;
     },
+    get restartPending() {
+      return restartPending;
+    },
     async reload(next: Config) {
+      const sinceLast = changedKeys(loaded, next);
       tokens = await loadTokens(next.admin.tokens);
       control.setExtended(new Set(next.policy.extended));
+      logger.level = next.log.level;
       policy.lists.stop();
       const lists = await loadLists(next, engine, logger, false, onListLoad);
       policy = { ...policy, lists };
       lists.start();
+      loaded = next;
+      // Against the configuration the process started with: reverting a change clears it.
+      restartPending = restartKeys(changedKeys(config, next));
+      return { applied: reloadedKeys(sinceLast), restartPending, seedOnly: sinceLast.filter((key) => SEED_KEYS.some((seed) => key === seed || key.startsWith(`${seed}.`))) };
     },
     async close() {
       isListening = false;

@@ -35,6 +35,8 @@ export interface AdminDeps {
   storeHealth(): StoreHealth;
   /** False until every listener is up. */
   listenersReady(): boolean;
+  /** Configuration keys changed since start that wait for a restart (SIGHUP could not apply them). */
+  restartPending?(): readonly string[];
   refreshLists(): Promise<ListStatus[]>;
   activity: ActivitySampler;
   storeKind: 'file' | 'redis';
@@ -191,7 +193,12 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     const store = deps.storeHealth();
     const checks = { listeners: deps.listenersReady(), policy: deps.engine.version > 0, store: store.isHealthy };
     const isReady = checks.listeners && checks.policy && checks.store;
-    return reply.code(isReady ? 200 : 503).send({ ready: isReady, checks, reason: isReady ? null : (store.reason ?? (checks.listeners ? 'policy not loaded' : 'listeners not up')) });
+    return reply.code(isReady ? 200 : 503).send({
+      ready: isReady,
+      checks,
+      reason: isReady ? null : (store.reason ?? (checks.listeners ? 'policy not loaded' : 'listeners not up')),
+      restartPending: deps.restartPending?.() ?? [],
+    });
   });
 
   app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
@@ -282,6 +289,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     // One version: the policy in force, as the metrics, the audit log and the nft header give it.
     return reply.header('etag', etagOf({ version: deps.engine.version })).send({
       version: deps.engine.version,
+      restartPending: deps.restartPending?.() ?? [],
       apps: state.apps,
       adminRules: state.rules.length,
       rulesInForce: counts,

@@ -238,6 +238,28 @@ describe('CLI parity: apps and rules through the API', () => {
     expect(invalid.stderr).toContain('PCL_ERR_INVALID_CIDR');
   });
 
+  it('SIGHUP names each changed key that needs a restart, in the log, /readyz and /v1/policy; reverting clears it', async () => {
+    const original = await readFile(config, 'utf8');
+    const changed = original.replace('  listen: 127.0.0.1:0\n  upstreams', '  listen: 127.0.0.2:0\n  blockMode: refused\n  upstreams');
+    expect(changed).not.toBe(original);
+    await writeFile(config, changed);
+    const before = gateway.logs.length;
+    gateway.child.kill('SIGHUP');
+    await waitFor(() => Promise.resolve(gateway.logs.slice(before).some((l) => l.msg === 'reloaded; a restart is pending')), 5_000, 'the reload');
+    const warned = gateway.logs.slice(before).filter((l) => l.level === 40).map((l) => l.key);
+    expect(warned).toEqual(['dns.blockMode', 'dns.listen']);
+    const ready = (await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { ready: boolean; restartPending: string[] };
+    expect(ready).toMatchObject({ ready: true, restartPending: ['dns.blockMode', 'dns.listen'] });
+    expect(((await api(gateway.adminUrl, 'GET', '/v1/policy')).body as { restartPending: string[] }).restartPending).toEqual(['dns.blockMode', 'dns.listen']);
+    // Still the running listener and block mode: nothing half-applied.
+    expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
+    await writeFile(config, original);
+    const again = gateway.logs.length;
+    gateway.child.kill('SIGHUP');
+    await waitFor(() => Promise.resolve(gateway.logs.slice(again).some((l) => l.msg === 'reloaded')), 5_000, 'the second reload');
+    expect(((await (await fetch(`${gateway.adminUrl}/readyz`)).json()) as { restartPending: string[] }).restartPending).toEqual([]);
+  });
+
   it('SIGHUP rotates admin tokens and keeps serving; SIGTERM exits 0', async () => {
     const rotated = 'rotated-token-0123456789abcdef';
     await writeFile(config, (await readFile(config, 'utf8')).replace(WRITE_TOKEN, rotated));

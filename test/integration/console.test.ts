@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { READ_TOKEN, WRITE_TOKEN, resolveA, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { READ_TOKEN, WRITE_TOKEN, resolveA, startGateway, waitFor, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 
 const CHROMIUM = process.env.PORTCULLIS_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
@@ -38,6 +38,8 @@ async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `console-${name}.png`), fullPage: true });
 }
 
+let configFile = '';
+
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (or set PORTCULLIS_CHROMIUM)`);
   await mkdir(ARTIFACTS, { recursive: true });
@@ -45,7 +47,8 @@ beforeAll(async () => {
   upstream = await startFakeUpstream({ [LINE_NAME]: [{ type: 'A', value: ANSWER }], 'www.console-rule.test': [{ type: 'A', value: ANSWER }] });
   const home = join(dir, 'gateway');
   await mkdir(home, { recursive: true });
-  gateway = await startGateway(await writeGatewayConfig(home, { upstream: upstream.target }));
+  configFile = await writeGatewayConfig(home, { upstream: upstream.target });
+  gateway = await startGateway(configFile);
   // Some blocks for the activity view and the app cards.
   await resolveA(gateway.dnsPort, 'talk-pilsner.kakao.com');
   await resolveA(gateway.dnsPort, LINE_NAME);
@@ -144,6 +147,19 @@ describe('web console in a real browser', () => {
     expect(await page.locator('#policy-state').textContent()).toMatch(/Policy version \d+.*store: file, healthy/);
     await screenshot(page, 'activity');
     await page.close();
+  });
+
+  it('a configuration change SIGHUP cannot apply shows as restart pending', async () => {
+    const original = await readFile(configFile, 'utf8');
+    await writeFile(configFile, original.replace('  listen: 127.0.0.1:0\n  upstreams', '  listen: 127.0.0.1:0\n  blockMode: refused\n  upstreams'));
+    gateway.child.kill('SIGHUP');
+    await waitFor(() => Promise.resolve(gateway.logs.some((l) => l.msg === 'reloaded; a restart is pending')), 5_000, 'the reload');
+    const page = await signedIn(READ_TOKEN);
+    await page.getByRole('link', { name: 'Activity' }).click();
+    await page.locator('#restart-pending').waitFor();
+    expect(await page.locator('#restart-pending').textContent()).toContain('dns.blockMode');
+    await page.close();
+    await writeFile(configFile, original);
   });
 
   it('a read-only token sees everything but cannot edit', async () => {

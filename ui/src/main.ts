@@ -211,13 +211,14 @@ async function activityView(): Promise<void> {
   const [decisions, activity, policy] = await Promise.all([
     call<{ time: string; layer: string; app: string | null; rule: string | null; name: string | null }[]>('GET', '/v1/decisions?limit=50'),
     call<{ points: { time: string; queriesPerSecond: number; blocksPerSecond: number }[] }>('GET', '/v1/activity?minutes=15'),
-    call<{ version: number; store: { kind: string; isHealthy: boolean; reason: string | null } }>('GET', '/v1/policy'),
+    call<{ version: number; restartPending: string[]; store: { kind: string; isHealthy: boolean; reason: string | null } }>('GET', '/v1/policy'),
   ]);
   const points = activity.body.points;
   const store = policy.body.store;
   show(
     el('h2', {}, 'Activity'),
     el('p', { id: 'policy-state' }, `Policy version ${policy.body.version}; store: ${store.kind}, ${store.isHealthy ? 'healthy' : `unavailable — ${store.reason ?? ''}`}.`),
+    ...(policy.body.restartPending.length === 0 ? [] : [el('p', { id: 'restart-pending', class: 'warning' }, `Restart pending: ${policy.body.restartPending.join(', ')} changed in the configuration and take effect after a restart.`)]),
     el('p', { class: 'legend' }, el('span', { class: 'q' }, '— queries/s'), el('span', { class: 'b' }, '— blocks/s'), `last 15 minutes, ${points.length} samples`),
     lineChart({ queries: points.map((p) => p.queriesPerSecond), blocks: points.map((p) => p.blocksPerSecond) }, 'Queries and blocks per second over the last 15 minutes'),
     el('h3', {}, 'Recent blocks'),
