@@ -1,17 +1,16 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { APP_IDS, loadCatalogChecked } from './catalog/index.js';
+import { APP_IDS } from './catalog/index.js';
 import { DEFAULTS, loadConfigChecked, type Config, type Problem } from './config/index.js';
 import { formatLocation, errorMessage, isPortcullisError } from './errors.js';
 import { appViews, checkTarget, parseTarget, type AppView } from './control/index.js';
 import { callApi, type ApiTarget } from './control/client.js';
 import { startGateway, loadPolicy } from './gateway.js';
-import { ListManager } from './lists/index.js';
+import { preflight } from './preflight.js';
 import { createLogger, silentLogger } from './observability/logger.js';
 import type { AdminRule, Decision } from './policy/index.js';
 import { exportNftables } from './policy/nft-export.js';
 import { writeFileAtomic } from './util/atomic-file.js';
-import { join } from 'node:path';
 
 /** Exit codes (CONTRACT): 0 ok / allowed, 1 error or invalid, 3 blocked. */
 const EXIT_OK = 0;
@@ -269,34 +268,34 @@ async function commandApps(args: Args): Promise<number> {
 }
 
 async function commandValidate(args: Args): Promise<number> {
-  const { config, problems } = await loadConfigChecked({ file: args.config, overrides: args.overrides });
-  const catalog = await loadCatalogChecked();
-  problems.push(...catalog.problems);
-  let listSummary = '';
-  if (config !== null) {
-    const local = config.policy.lists.filter((l) => !l.isRemote);
-    const manager = new ListManager(local, { cacheDir: join(config.store.path, 'lists'), logger: silentLogger, offline: true });
-    const statuses = await manager.refresh();
-    for (const status of statuses) {
-      if (status.lastError !== null) problems.push({ file: status.source, message: status.lastError });
-      for (const skipped of status.firstSkipped) problems.push({ file: status.source, line: skipped.line, message: `${skipped.reason}: ${skipped.text}` });
-      if (status.skipped > status.firstSkipped.length) problems.push({ file: status.source, message: `${status.skipped - status.firstSkipped.length} more lines are not rules` });
-    }
-    const remote = config.policy.lists.length - local.length;
-    listSummary = `, ${local.length} local list(s) with ${statuses.reduce((n, s) => n + s.entries, 0)} entries${remote > 0 ? `, ${remote} remote list(s) not fetched` : ''}`;
-  }
-  if (problems.length > 0) {
+  const { config, problems, locate } = await loadConfigChecked({ file: args.config, overrides: args.overrides });
+  if (config === null) {
     printProblems(problems);
     return EXIT_ERROR;
   }
-  process.stdout.write(`valid: ${config?.source ?? 'defaults'}, catalog of ${catalog.catalog.size} apps${listSummary}\n`);
+  const checked = await preflight(config, locate);
+  printProblems(checked.errors);
+  for (const warning of checked.warnings) process.stderr.write(`warning: ${formatLocation(warning)}: ${warning.message}\n`);
+  if (checked.errors.length > 0) return EXIT_ERROR;
+  const warned = checked.warnings.length === 0 ? '' : ` (${checked.warnings.length} warning${checked.warnings.length === 1 ? '' : 's'})`;
+  process.stdout.write(`valid: ${config.source}, ${checked.summary}${warned}\n`);
   return EXIT_OK;
 }
 
 async function commandStart(args: Args): Promise<number> {
-  const config = await loadConfigOrReport(args);
-  if (config === null) return EXIT_ERROR;
+  const { config, problems, locate } = await loadConfigChecked({ file: args.config, overrides: args.overrides });
+  if (config === null) {
+    printProblems(problems);
+    return EXIT_ERROR;
+  }
+  // The same checks validate makes: what it accepts starts, what it refuses does not.
+  const checked = await preflight(config, locate);
+  if (checked.errors.length > 0) {
+    printProblems(checked.errors);
+    return EXIT_ERROR;
+  }
   const logger = createLogger({ level: config.log.level });
+  for (const warning of checked.warnings) logger.warn({ file: warning.file, line: warning.line }, warning.message);
   process.on('unhandledRejection', (reason) => {
     logger.error({ err: errorMessage(reason) }, 'unhandled rejection (a bug)');
   });

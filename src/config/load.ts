@@ -11,7 +11,7 @@ import { isLoopbackHost, parseHostPort } from './address.js';
 import { nativeLoadError, nativeBinding } from '../util/native-addon.js';
 import { DEFAULTS } from './defaults.js';
 import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type MergedConfigFile, type TransparentConfig } from './schema.js';
-import { locateIn, parseYaml, pathToField, schemaProblems, type Locate, type Problem, type YamlSource } from './yaml-source.js';
+import { locateIn, parseYaml, pathToField, schemaProblemsAt, type Locate, type Problem, type YamlSource } from './yaml-source.js';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
 /** Env vars with the prefix that are not config keys: read by the CLI itself. */
@@ -268,7 +268,7 @@ function resolveDns(dns: NonNullable<ConfigFile['dns']>, baseDir: string): DnsCo
   return {
     listen: dns.listen ?? DEFAULTS.dnsListen,
     upstreams: dns.upstreams ?? [...DEFAULTS.dnsUpstreams],
-    blockMode: dns.blockMode ?? DEFAULTS.dnsBlockMode,
+    blockMode: dns.blockMode === 'null' ? 'nullip' : (dns.blockMode ?? DEFAULTS.dnsBlockMode),
     negativeTtlSec: dns.negativeTtl ?? DEFAULTS.dnsNegativeTtlSec,
     allowClients: dns.allowClients ?? null,
     rateLimit: {
@@ -303,6 +303,27 @@ function resolveDns(dns: NonNullable<ConfigFile['dns']>, baseDir: string): DnsCo
 export interface LoadResult {
   config: Config | null;
   problems: Problem[];
+  /** Where a config key came from (file and line, or the env var or flag that set it). */
+  locate: Locate;
+}
+
+/**
+ * `value` without the values at `paths` (those the schema refused), so that the semantic checks
+ * can run on the rest in the same pass: an operator sees every problem of a file at once. A
+ * refused list element takes its whole list out (removing one would shift the indexes named
+ * in later problems).
+ */
+function withoutPaths(value: Record<string, unknown>, paths: readonly (string | number)[][]): Record<string, unknown> {
+  const out = structuredClone(value);
+  for (const path of paths) {
+    const cut = path.findIndex((part) => typeof part === 'number');
+    const target = cut === -1 ? path : path.slice(0, cut);
+    if (target.length === 0) continue;
+    let node: unknown = out;
+    for (const part of target.slice(0, -1)) node = typeof node === 'object' && node !== null ? (node as Record<string, unknown>)[part] : undefined;
+    if (typeof node === 'object' && node !== null) Reflect.deleteProperty(node, target.at(-1)!);
+  }
+  return out;
 }
 
 /** Loads, merges and checks the configuration; every problem names its file (or env/flag), field and line. */
@@ -312,6 +333,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
   const explicit = options.file ?? env.PORTCULLIS_CONFIG;
   const file = explicit ?? (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined);
   const problems: Problem[] = [];
+  const nowhere: Locate = (path) => ({ file: file ?? 'defaults', field: pathToField(path) });
 
   let source: YamlSource = { file: 'defaults', value: {}, lineOf: () => undefined };
   if (file !== undefined) {
@@ -320,20 +342,18 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
     try {
       text = await readFile(path, 'utf8');
     } catch (e: unknown) {
-      return { config: null, problems: [{ file, message: `cannot read: ${errorMessage(e)}` }] };
+      return { config: null, problems: [{ file, message: `cannot read: ${errorMessage(e)}` }], locate: nowhere };
     }
     try {
       source = parseYaml(file, text);
     } catch (e: unknown) {
-      // A syntax error carries its line; report it as a location, not inside the message.
+      // A syntax error carries its line; report it as a location, with its code.
       if (isPortcullisError(e) && typeof e.details.line === 'number' && typeof e.details.reason === 'string') {
-        return { config: null, problems: [{ file, line: e.details.line, message: e.details.reason }] };
+        return { config: null, problems: [{ file, line: e.details.line, message: `${e.code}: ${e.details.reason}` }], locate: nowhere };
       }
-      return { config: null, problems: [{ file, message: errorMessage(e) }] };
+      return { config: null, problems: [{ file, message: errorMessage(e) }], locate: nowhere };
     }
     if (source.value === null || source.value === undefined) source = { ...source, value: {} };
-    problems.push(...schemaProblems(ConfigSchema, source.value, locateIn(source)));
-    if (problems.length > 0) return { config: null, problems };
   }
 
   const overrides = collectOverrides(env, options.overrides ?? {}, problems);
@@ -346,15 +366,17 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
     const override = [...overrides].reverse().find((o) => key === o.leaf.path.join('.') || key.startsWith(`${o.leaf.path.join('.')}.`));
     return override === undefined ? inFile(path) : { file: override.origin, field: pathToField(path) };
   };
-  problems.push(...schemaProblems(ConfigSchema, fileValue, originOf));
-  if (problems.length > 0) return { config: null, problems };
+  const refused = schemaProblemsAt(ConfigSchema, fileValue, originOf);
+  problems.push(...refused.map((r) => r.problem));
+  // Not a mapping at all: nothing else can be checked.
+  if (typeof fileValue !== 'object' || Array.isArray(fileValue)) return { config: null, problems, locate: originOf };
 
-  const fileConfig = fileValue as ConfigFile;
+  const fileConfig = withoutPaths(fileValue, refused.map((r) => r.path)) as ConfigFile;
   const merged = deepMerge(structuredClone(DEFAULT_FILE), fileConfig); // a copy: the config must not share arrays with the defaults
   const baseDir = file === undefined ? cwd : dirname(resolve(cwd, file));
   const semantic = semanticProblems(merged, originOf, baseDir);
   problems.push(...semantic.problems);
-  if (problems.length > 0) return { config: null, problems };
+  if (problems.length > 0) return { config: null, problems, locate: originOf };
 
   const storePath = merged.store.path ?? DEFAULTS.storePath;
   const config: Config = {
@@ -399,7 +421,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
         : { file: resolve(baseDir, merged.nftables.file), apply: merged.nftables.apply ?? false, table: merged.nftables.table ?? DEFAULTS.nftablesTable },
     log: { level: merged.log.level ?? 'info' },
   };
-  return { config, problems: [] };
+  return { config, problems: [], locate: originOf };
 }
 
 /** Loads the configuration or throws PCL_ERR_CONFIG_INVALID listing every problem. */

@@ -39,7 +39,8 @@ export const ConfigSchema = Type.Object(
         {
           listen: Type.Optional(HostPort),
           upstreams: Type.Optional(Type.Array(HostPort, { minItems: 1 })),
-          blockMode: Type.Optional(Type.Union([Type.Literal('nxdomain'), Type.Literal('null'), Type.Literal('refused')])),
+          // nullip: A 0.0.0.0, AAAA ::. "null" (quoted: unquoted null is YAML's null) is an alias.
+          blockMode: Type.Optional(Type.Union([Type.Literal('nxdomain'), Type.Literal('nullip'), Type.Literal('null'), Type.Literal('refused')])),
           negativeTtl: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'seconds' })),
           allowClients: Type.Optional(Type.Array(Type.String(), { description: 'CIDRs allowed to query; default loopback, RFC 1918, ULA' })),
           rateLimit: Type.Optional(
@@ -231,7 +232,7 @@ export interface TransparentConfig {
 export interface DnsConfig {
   listen: string;
   upstreams: string[];
-  blockMode: 'nxdomain' | 'null' | 'refused';
+  blockMode: 'nxdomain' | 'nullip' | 'refused';
   negativeTtlSec: number;
   /** null: the default networks (loopback, RFC 1918, ULA). */
   allowClients: string[] | null;

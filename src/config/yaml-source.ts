@@ -21,10 +21,13 @@ export function parseYaml(file: string, text: string): YamlSource {
   const doc: Document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const firstError = doc.errors[0];
   if (firstError !== undefined) {
-    const line = lineCounter.linePos(firstError.pos[0]).line;
-    const reason = firstError.message.split('\n')[0] ?? 'YAML syntax error';
+    const noticed = lineCounter.linePos(firstError.pos[0]).line;
+    const opened = openingLine(text, firstError.message, firstError.pos[0], lineCounter);
+    const line = opened ?? noticed;
+    const what = firstError.message.split('\n')[0] ?? 'YAML syntax error';
+    const reason = `YAML syntax error (${firstError.code}): ${what}${opened !== null && opened !== noticed ? ` — opened on line ${opened}, still open on line ${noticed}` : ''}`;
     throw new PortcullisError('PCL_ERR_CONFIG_PARSE', `${file}:${line}: ${reason}`, {
-      details: { file, line, reason },
+      details: { file, line, reason, yamlCode: firstError.code },
     });
   }
   return {
@@ -42,6 +45,31 @@ export function parseYaml(file: string, text: string): YamlSource {
       return undefined;
     },
   };
+}
+
+/**
+ * For a quote or bracket left open, the line where it was opened: the parser notices only where
+ * the text ran out (often the end of the file), which is not where the mistake is.
+ */
+function openingLine(text: string, message: string, pos: number, lines: LineCounter): number | null {
+  const quote = /closing (["'])quote/.exec(message)?.[1];
+  if (quote !== undefined) {
+    const at = text.lastIndexOf(quote, pos - 1);
+    return at === -1 ? null : lines.linePos(at).line;
+  }
+  const bracket = /end with an? ([\]}])/.exec(message)?.[1];
+  if (bracket === undefined) return null;
+  const open = bracket === ']' ? '[' : '{';
+  let depth = 0;
+  for (let i = Math.min(pos, text.length) - 1; i >= 0; i--) {
+    const c = text[i];
+    if (c === bracket) depth++;
+    else if (c === open) {
+      if (depth === 0) return lines.linePos(i).line;
+      depth--;
+    }
+  }
+  return null;
 }
 
 function keyNodeOf(parent: unknown, key: string | number): unknown {
@@ -71,11 +99,19 @@ const UNEXPECTED_PROPERTY = ValueErrorType.ObjectAdditionalProperties;
 const UNION = ValueErrorType.Union;
 
 function describe(error: ValueError): { path: string; message: string } {
-  if (error.type === UNEXPECTED_PROPERTY) return { path: error.path, message: 'unknown key' };
+  if (error.type === UNEXPECTED_PROPERTY) {
+    const key = pointerToPath(error.path).at(-1);
+    const known = Object.keys((error.schema as { properties?: Record<string, unknown> }).properties ?? {});
+    const suggestion = typeof key === 'string' ? nearest(key, known) : null;
+    return { path: error.path, message: suggestion === null ? 'unknown key' : `unknown key; did you mean "${suggestion}"?` };
+  }
   if (error.type === UNION) {
     // A union of literals is a closed set (app ids, scopes, actions): name the choices.
     const choices = literalChoices(error.schema);
-    if (choices !== null) return { path: error.path, message: `must be one of ${choices.join(', ')} (got ${describeValue(error.value)})` };
+    if (choices !== null) {
+      const hint = error.value === null && choices.includes('nullip') ? ' (an unquoted null is YAML\'s null: write nullip)' : '';
+      return { path: error.path, message: `must be one of ${choices.join(', ')} (got ${describeValue(error.value)})${hint}` };
+    }
     // Report the variant that got furthest into the value: that is the one the author meant.
     let best: ValueError | undefined;
     for (const variant of error.errors) {
@@ -86,6 +122,34 @@ function describe(error: ValueError): { path: string; message: string } {
     return { path: error.path, message: `has the wrong type (${describeValue(error.value)})` };
   }
   return { path: error.path, message: error.message.replace(/^Expected/, 'expected') };
+}
+
+/** The known key closest to a mistyped one (edit distance at most 2, and less than half its length), or null. */
+export function nearest(key: string, known: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best !== null && bestDistance <= 2 && bestDistance < Math.max(2, key.length / 2) ? best : null;
+}
+
+/** Levenshtein distance, with a swap of two neighbours counted as one edit. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = d;
+    }
+  }
+  return rows[a.length]![b.length]!;
 }
 
 function literalChoices(schema: TSchema): string[] | null {
@@ -118,15 +182,21 @@ export function locateIn(source: YamlSource): Locate {
 
 /** Checks `value` against `schema`; `locate` turns each problem's path into file, field and line. */
 export function schemaProblems(schema: TSchema, value: unknown, locate: Locate): Problem[] {
-  const problems: Problem[] = [];
+  return schemaProblemsAt(schema, value, locate).map((found) => found.problem);
+}
+
+/** schemaProblems, each with the path of the value it is about. */
+export function schemaProblemsAt(schema: TSchema, value: unknown, locate: Locate): { problem: Problem; path: (string | number)[] }[] {
+  const found: { problem: Problem; path: (string | number)[] }[] = [];
   const seen = new Set<string>();
   for (const error of Value.Errors(schema, value)) {
     const { path: pointer, message } = describe(error);
     const key = `${pointer} ${message}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    problems.push({ ...locate(pointerToPath(pointer)), message });
-    if (problems.length >= 20) break;
+    const path = pointerToPath(pointer);
+    found.push({ problem: { ...locate(path), message }, path });
+    if (found.length >= 20) break;
   }
-  return problems;
+  return found;
 }

@@ -36,16 +36,7 @@ export interface TokenVerifier {
 export async function loadTokens(tokens: readonly TokenConfig[]): Promise<TokenVerifier> {
   const stored: StoredToken[] = [];
   for (const token of tokens) {
-    let secret = token.token;
-    if (token.tokenFile !== null) {
-      const path = token.tokenFile;
-      secret = (await readFile(path, 'utf8').catch((e: unknown) => {
-        throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `admin.tokens "${token.name}": cannot read tokenFile ${path}: ${e instanceof Error ? e.message : String(e)}`);
-      })).trim();
-    }
-    if (secret === null || secret.length < 16) {
-      throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `admin.tokens "${token.name}": the token must have at least 16 characters`);
-    }
+    const secret = await readTokenSecret(token);
     stored.push({ name: token.name, digest: digest(secret), scopes: new Set(token.scopes.flatMap((s) => GRANTS[s])) });
   }
   return {
@@ -59,6 +50,23 @@ export async function loadTokens(tokens: readonly TokenConfig[]): Promise<TokenV
       return found === null ? null : { name: found.name, scopes: found.scopes };
     },
   };
+}
+
+/** A token's secret, inline or from its tokenFile; PCL_ERR_CONFIG_INVALID (`details.field`: token or tokenFile) when unreadable or shorter than 16 characters. */
+export async function readTokenSecret(token: TokenConfig): Promise<string> {
+  let secret = token.token;
+  if (token.tokenFile !== null) {
+    const path = token.tokenFile;
+    secret = (
+      await readFile(path, 'utf8').catch((e: unknown) => {
+        throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `admin.tokens "${token.name}": cannot read tokenFile ${path}: ${e instanceof Error ? e.message : String(e)}`, { details: { field: 'tokenFile' } });
+      })
+    ).trim();
+  }
+  if (secret === null || secret.length < 16) {
+    throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `admin.tokens "${token.name}": the token must have at least 16 characters`, { details: { field: token.tokenFile === null ? 'token' : 'tokenFile' } });
+  }
+  return secret;
 }
 
 function digest(secret: string): Buffer {

@@ -2,7 +2,7 @@ import type { AppId } from '../catalog/index.js';
 import { buildAnswer, buildOpt } from './message.js';
 import { CLASS_IN, RCODE, TYPE, encodeName, type Edns, type Query } from './wire.js';
 
-export type BlockMode = 'nxdomain' | 'null' | 'refused';
+export type BlockMode = 'nxdomain' | 'nullip' | 'refused';
 
 /** RFC 8914 Extended DNS Error 15: Blocked. */
 export const EDE_BLOCKED = 15;
@@ -82,14 +82,14 @@ const NULL_AAAA = Buffer.alloc(16);
 export function blockedAnswer(queryBuf: Uint8Array, query: Query, app: AppId | null, options: BlockOptions, policyVersion: number): Buffer {
   const { questionEnd, edns } = query;
   if (options.mode === 'refused') return buildAnswer(queryBuf, query.id, query.flags, RCODE.REFUSED, questionEnd, edns, { opt: optFor(edns, app, RCODE.REFUSED) });
-  if (options.mode === 'null' && query.qclass === CLASS_IN && (query.qtype === TYPE.A || query.qtype === TYPE.AAAA)) {
+  if (options.mode === 'nullip' && query.qclass === CLASS_IN && (query.qtype === TYPE.A || query.qtype === TYPE.AAAA)) {
     const rdata = query.qtype === TYPE.A ? NULL_A : NULL_AAAA;
     return buildAnswer(queryBuf, query.id, query.flags, RCODE.NOERROR, questionEnd, edns, {
       answers: { count: 1, bytes: record(query.qtype, options.negativeTtlSec, rdata) },
       opt: optFor(edns, app, RCODE.NOERROR),
     });
   }
-  const rcode = options.mode === 'null' ? RCODE.NOERROR : RCODE.NXDOMAIN;
+  const rcode = options.mode === 'nullip' ? RCODE.NOERROR : RCODE.NXDOMAIN;
   return buildAnswer(queryBuf, query.id, query.flags, rcode, questionEnd, edns, { authority: soaAuthority(options.negativeTtlSec, policyVersion), opt: optFor(edns, app, rcode) });
 }
 

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
 import { loadCategory } from '../catalog/index.js';
 import { parseListenAddress } from '../config/address.js';
+import { PortcullisError, errorMessage } from '../errors.js';
 import type { DnsConfig } from '../config/index.js';
 import { SuffixNameSet } from '../match/name-set.js';
 import type { Logger } from '../observability/logger.js';
@@ -140,7 +141,11 @@ export class DnsServer {
       onBlocked: deps.onBlocked,
     });
     const tlsFiles = config.tls;
-    const tls = tlsFiles === null ? null : { cert: await readFile(tlsFiles.cert), key: await readFile(tlsFiles.key) };
+    const read = (field: 'cert' | 'key', path: string): Promise<Buffer> =>
+      readFile(path).catch((e: unknown) => {
+        throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `dns.tls.${field}: cannot read ${path}: ${errorMessage(e)}`, { cause: e, details: { field: `dns.tls.${field}` } });
+      });
+    const tls = tlsFiles === null ? null : { cert: await read('cert', tlsFiles.cert), key: await read('key', tlsFiles.key) };
     return new DnsServer(deps, chain, cache, upstream, tls);
   }
 

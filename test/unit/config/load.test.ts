@@ -182,7 +182,7 @@ describe('loadConfigChecked: problems in the file', () => {
 
   it('names the file, field and line of a misspelt nested key', async () => {
     const { file, result } = await loadFile(['# gateway', 'proxy:', '  tls:', '    listen: 127.0.0.1:8443', 'dns:', '  upstreams: [1.1.1.1:53]', '  lisen: 127.0.0.1:53']);
-    expect(onlyProblem(result)).toEqual({ file, field: 'dns.lisen', line: 7, message: 'unknown key' });
+    expect(onlyProblem(result)).toEqual({ file, field: 'dns.lisen', line: 7, message: 'unknown key; did you mean "listen"?' });
   });
 
   it('points at the key line when the unknown key holds a nested block', async () => {
@@ -192,7 +192,7 @@ describe('loadConfigChecked: problems in the file', () => {
 
   it('names an unknown key inside a list entry with its index', async () => {
     const { file, result } = await loadFile(['policy:', '  lists:', '    - ./a.txt', '    - source: ./b.txt', '      acton: allow']);
-    expect(onlyProblem(result)).toEqual({ file, field: 'policy.lists[1].acton', line: 5, message: 'unknown key' });
+    expect(onlyProblem(result)).toEqual({ file, field: 'policy.lists[1].acton', line: 5, message: 'unknown key; did you mean "action"?' });
   });
 
   it('rejects a quoted string for upstreamPort', async () => {
@@ -804,7 +804,7 @@ describe('CONFIG_KEYS', () => {
       allowClients: ['10.0.0.0/8', 'fd00::/8'],
     });
     expect(config.dns).toMatchObject({
-      blockMode: 'null',
+      blockMode: 'nullip',
       negativeTtlSec: 30,
       allowClients: ['127.0.0.0/8', '10.0.0.0/8'],
       rateLimit: { perSecond: 50, burst: 100, action: 'drop' },

@@ -5,7 +5,7 @@ import { parseQuery, type Query } from '../../../src/dns/wire.js';
 import { T, buildQuery, decode, type Decoded } from '../../support/dns-message.js';
 
 const QTYPES = { A: T.A, AAAA: T.AAAA, HTTPS: T.HTTPS, MX: T.MX, TXT: T.TXT, ANY: T.ANY } as const;
-const MODES: BlockMode[] = ['nxdomain', 'null', 'refused'];
+const MODES: BlockMode[] = ['nxdomain', 'nullip', 'refused'];
 const NEGATIVE_TTL = 77;
 
 function answer(mode: BlockMode, qtype: number, options: { edns: boolean; name?: string; app?: 'kakaotalk' | 'line' | null; version?: number }): Decoded {
@@ -29,7 +29,7 @@ describe('blockedAnswer: each mode for each qtype', () => {
         expect(out.ede).toEqual({ code: EDE_BLOCKED, text: 'kakaotalk' });
         expect(out.opt).toMatchObject({ udpSize: 1232, dnssecOk: true, version: 0 });
 
-        const isNullAddress = mode === 'null' && (qtype === T.A || qtype === T.AAAA);
+        const isNullAddress = mode === 'nullip' && (qtype === T.A || qtype === T.AAAA);
         const expectedRcode = mode === 'nxdomain' ? 3 : mode === 'refused' ? 5 : 0;
         expect(out.rcode).toBe(expectedRcode);
 
