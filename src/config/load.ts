@@ -15,7 +15,7 @@ import { locateIn, parseYaml, pathToField, schemaProblemsAt, type Locate, type P
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
 /** Env vars with the prefix that are not config keys: read by the CLI itself. */
-const RESERVED_ENV = new Set(['PORTCULLIS_CONFIG', 'PORTCULLIS_URL', 'PORTCULLIS_TOKEN']);
+const RESERVED_ENV = new Set(['PORTCULLIS_CONFIG', 'PORTCULLIS_URL', 'PORTCULLIS_TOKEN', 'PORTCULLIS_NO_NATIVE']);
 
 export interface LoadOptions {
   /** --config; else PORTCULLIS_CONFIG; else ./portcullis.yaml when present; else defaults only. */

@@ -59,6 +59,12 @@ let loadError = '';
  */
 export function nativeBinding(): NativeBinding | null {
   if (binding !== undefined) return binding;
+  // PORTCULLIS_NO_NATIVE=1 runs without it, as on a system where it cannot be built.
+  if (process.env.PORTCULLIS_NO_NATIVE === '1') {
+    loadError = 'turned off by PORTCULLIS_NO_NATIVE=1';
+    binding = null;
+    return binding;
+  }
   try {
     const require = createRequire(import.meta.url);
     binding = require('../../build/Release/portcullis_native.node') as NativeBinding;

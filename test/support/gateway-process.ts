@@ -65,9 +65,9 @@ export async function writeGatewayConfig(dir: string, options: { upstream: strin
  * `prefix` runs it under another command (`ip netns exec NS`, which execs in place, so signals
  * still reach the gateway).
  */
-export function startGateway(config: string, args: string[] = [], timeoutMs = 15_000, prefix: readonly string[] = []): Promise<GatewayProcess> {
+export function startGateway(config: string, args: string[] = [], timeoutMs = 15_000, prefix: readonly string[] = [], env: Record<string, string> = {}): Promise<GatewayProcess> {
   const command = [...prefix, process.execPath, CLI, 'start', '--config', config, ...args];
-  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
