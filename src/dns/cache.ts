@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Decision } from '../policy/index.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { plainOpt, truncateForUdp, maxUdpResponse, walkResponse } from './message.js';
+import { buildOpt, plainOpt, truncateForUdp, maxUdpResponse, walkResponse } from './message.js';
 import { HEADER_BYTES, RCODE, TYPE, type Query } from './wire.js';
 
 /**
@@ -129,7 +129,9 @@ export class AnswerCache {
    */
   serve(lookup: NonNullable<CacheLookup>, query: Query, queryBuf: Uint8Array, nowMs: number, transport: 'udp' | 'tcp'): Buffer | null {
     const { entry, isFresh } = lookup;
-    const out = renderAnswer(entry.wire, entry.questionEnd, query, queryBuf);
+    // A stale answer says so (RFC 8914): 3 Stale Answer, 19 Stale NXDOMAIN Answer.
+    const opt = isFresh || query.edns === null ? undefined : staleOpt(query.edns.dnssecOk, (entry.wire[3]! & 0xf) === RCODE.NXDOMAIN);
+    const out = renderAnswer(entry.wire, entry.questionEnd, query, queryBuf, opt);
     if (out === null) return null;
     const ageSec = Math.floor((nowMs - entry.storedAtMs) / 1000);
     for (const offset of entry.ttlOffsets) {
@@ -146,10 +148,26 @@ export function serveUncached(message: Buffer, questionEnd: number, query: Query
   return out === null ? null : fitTransport(out, query, queryBuf, transport);
 }
 
-/** Copy of `wire` with the client's ID, RD/CD, question bytes and our OPT. */
-function renderAnswer(wire: Buffer, questionEnd: number, query: Query, queryBuf: Uint8Array): Buffer | null {
+export const EDE_STALE_ANSWER = 3;
+export const EDE_STALE_NXDOMAIN = 19;
+
+/** The OPT records of stale answers, by DO bit and NXDOMAIN: four, built once. */
+const STALE_OPTS = new Map<string, Buffer>();
+
+function staleOpt(dnssecOk: boolean, isNxdomain: boolean): Buffer {
+  const key = `${dnssecOk ? 1 : 0}${isNxdomain ? 1 : 0}`;
+  let opt = STALE_OPTS.get(key);
+  if (opt === undefined) {
+    opt = buildOpt({ udpSize: 0, version: 0, dnssecOk }, { extendedRcode: isNxdomain ? RCODE.NXDOMAIN : RCODE.NOERROR, ede: isNxdomain ? { code: EDE_STALE_NXDOMAIN, text: 'stale NXDOMAIN: upstreams unreachable' } : { code: EDE_STALE_ANSWER, text: 'stale answer: upstreams unreachable' } });
+    STALE_OPTS.set(key, opt);
+  }
+  return opt;
+}
+
+/** Copy of `wire` with the client's ID, RD/CD, question bytes and our OPT (`opt`, or the plain one). */
+function renderAnswer(wire: Buffer, questionEnd: number, query: Query, queryBuf: Uint8Array, withOpt?: Buffer): Buffer | null {
   if (query.isQnameCompressed || query.questionEnd !== questionEnd) return null;
-  const opt = query.edns === null ? null : plainOpt(query.edns);
+  const opt = query.edns === null ? null : (withOpt ?? plainOpt(query.edns));
   const out = Buffer.allocUnsafe(wire.length + (opt?.length ?? 0));
   wire.copy(out);
   out.writeUInt16BE(query.id, 0);

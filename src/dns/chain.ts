@@ -2,7 +2,7 @@ import type { Logger } from '../observability/logger.js';
 import type { BlockEvent, Decision, DecisionQuery } from '../policy/index.js';
 import { blockedAnswer, type BlockOptions } from './block.js';
 import { AnswerCache, cacheKey, serveUncached, type CacheEntry } from './cache.js';
-import { PortcullisError } from '../errors.js';
+import { PortcullisError, isPortcullisError } from '../errors.js';
 import type { ClientAcl } from '../match/client-acl.js';
 import type { ClientRateLimiter } from './client-limits.js';
 import { answerTargets, buildAnswer, maxUdpResponse, truncateForUdp, walkResponse } from './message.js';
@@ -57,6 +57,23 @@ export interface DnsChainOptions {
 }
 
 const FIREFOX_CANARY = 'use-application-dns.net';
+
+/** RFC 8914 codes for an answer the upstreams could not give. */
+export const EDE_OTHER = 0;
+export const EDE_NO_REACHABLE_AUTHORITY = 22;
+export const EDE_NETWORK_ERROR = 23;
+
+/**
+ * Why SERVFAIL, as an Extended DNS Error: no upstream answered in time (22 No Reachable
+ * Authority), or talking to them failed — refused, reset, a TLS or certificate failure, an
+ * answer that was not one (23 Network Error); the resolver's own limit is 0 Other.
+ */
+export function failureEde(e: unknown): { code: number; text: string } {
+  const kind = isPortcullisError(e) && typeof e.details.kind === 'string' ? e.details.kind : 'network';
+  if (kind === 'timeout') return { code: EDE_NO_REACHABLE_AUTHORITY, text: 'no upstream answered in time' };
+  if (kind === 'overloaded') return { code: EDE_OTHER, text: 'too many queries waiting for the upstreams' };
+  return { code: EDE_NETWORK_ERROR, text: `upstream ${kind === 'network' || kind === 'closed' ? 'unreachable' : `answer ${kind}`}` };
+}
 const NO_OP = (): void => undefined;
 
 /**
@@ -157,7 +174,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
         const stale = cache.lookup(key, Date.now());
         if (stale !== undefined && answerFromCache(stale, query, queryBuf, client, reply, started)) return;
         log.debug({ err: e instanceof Error ? e.message : String(e), qtype: query.qtype }, 'upstream failed');
-        send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.SERVFAIL, query.questionEnd, query.edns), client, query, queryBuf);
+        send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.SERVFAIL, query.questionEnd, query.edns, { ede: failureEde(e) }), client, query, queryBuf);
         onResult('servfail', client.transport, started, null);
       });
   };

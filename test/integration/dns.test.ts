@@ -419,6 +419,8 @@ describe('upstream failure', () => {
     const elapsed = performance.now() - started;
     expect(raw).not.toBeNull();
     expect(decode(raw!).rcode).toBe(2);
+    // RFC 8914 22, No Reachable Authority: nothing answered.
+    expect(decode(raw!).ede?.code).toBe(22);
     expect(elapsed).toBeLessThan(2_000);
     // a blocked name is still answered at once
     const blocked = await digOne(r.port, ['talk-pilsner.kakao.com']);
@@ -439,6 +441,9 @@ describe('upstream failure', () => {
     expect(fromStale.status).toBe('NOERROR');
     expect(fromStale.answers.map((a) => [a.data, a.ttl])).toEqual([['203.0.113.30', 30]]);
     expect(fromNoStale.status).toBe('SERVFAIL');
+    // The stale answer says so (EDE 3), and so does a stale NXDOMAIN (EDE 19).
+    const staleRaw = await udpExchange(stale.port, buildQuery({ name: 'stale.example.net', edns: {} }), 2_500);
+    expect(decode(staleRaw!).ede?.code).toBe(3);
     // the upstream was asked again before the stale answer was used
     expect(stale.upstream.queries.filter((q) => q.name === 'stale.example.net').length).toBeGreaterThanOrEqual(2);
   });

@@ -159,6 +159,26 @@ describe('AnswerCache: serving a hit', () => {
   });
 });
 
+describe('AnswerCache: stale answers say so (RFC 8914)', () => {
+  it('a stale answer carries EDE 3, a stale NXDOMAIN EDE 19, a fresh one none; without EDNS no OPT at all', () => {
+    const c = cache({ staleMaxSec: 100 });
+    c.store('a', positive('a.example', { answer: 60 }), T0);
+    c.store('nx', negative('gone.example', 3, { ttl: 300, minimum: 120 }), T0);
+    const withEdns = (name: string) => q({ name, edns: {} });
+    const fresh = decode(c.serve(c.lookup('a', T0)!, withEdns('a.example').query, withEdns('a.example').buf, T0, 'udp')!);
+    expect(fresh.ede).toBeNull();
+    const stale = decode(c.serve(c.lookup('a', T0 + 60_000)!, withEdns('a.example').query, withEdns('a.example').buf, T0 + 60_000, 'udp')!);
+    expect(stale.ede?.code).toBe(3);
+    const staleNx = decode(c.serve(c.lookup('nx', T0 + 120_000)!, withEdns('gone.example').query, withEdns('gone.example').buf, T0 + 120_000, 'udp')!);
+    expect(staleNx.rcode).toBe(3);
+    expect(staleNx.ede?.code).toBe(19);
+    const plain = q({ name: 'a.example' });
+    const noEdns = decode(c.serve(c.lookup('a', T0 + 60_000)!, plain.query, plain.buf, T0 + 60_000, 'udp')!);
+    expect(noEdns.ede).toBeNull();
+    expect(noEdns.answers.length).toBeGreaterThan(0);
+  });
+});
+
 describe('AnswerCache: what is stored, and for how long', () => {
   it('NXDOMAIN and NODATA live for min(SOA TTL, SOA minimum) (RFC 2308)', () => {
     const c = cache();
