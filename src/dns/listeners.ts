@@ -1,13 +1,9 @@
 import type { RemoteInfo } from 'node:dgram';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { UDPServer } from 'dns2';
 import type { Logger } from '../observability/logger.js';
 import type { DnsClient, DnsReply, DnsTransport } from './chain.js';
-import { walkResponse } from './message.js';
-import { HEADER_BYTES, TYPE } from './wire.js';
 
 export type DnsHandler = (queryBuf: Buffer, client: DnsClient, reply: DnsReply) => void;
 
@@ -19,7 +15,7 @@ export interface StreamLimits {
   maxPipelined: number;
 }
 
-const MAX_MESSAGE_BYTES = 65_535;
+export const MAX_MESSAGE_BYTES = 65_535;
 
 /**
  * UDP: dns2's server socket, with its parse-everything handler replaced by ours (the chain
@@ -135,68 +131,4 @@ export function createDotListener(handler: DnsHandler, limits: StreamLimits, tls
   server.maxConnections = limits.maxConnections;
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'dot handshake failed'));
   return server;
-}
-
-/**
- * DNS over HTTPS (RFC 8484): GET with ?dns=<base64url> and POST with an
- * application/dns-message body, on one path. Answers carry Cache-Control from their smallest TTL.
- */
-export function createDohListener(handler: DnsHandler, options: { path: string; cert: Buffer; key: Buffer; limits: StreamLimits }, log: Logger): HttpsServer {
-  const fail = (res: ServerResponse, status: number): void => {
-    res.writeHead(status, { 'content-type': 'text/plain' }).end(`${status}\n`);
-  };
-  const server = createHttpsServer({ cert: options.cert, key: options.key, requestTimeout: options.limits.idleTimeoutMs, headersTimeout: options.limits.idleTimeoutMs }, (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'https://doh.invalid');
-    if (url.pathname !== options.path) return fail(res, 404);
-    const client: DnsClient = { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0, transport: 'doh', channel: res };
-    const answer = (query: Buffer): void => {
-      // The chain answers nothing to a response (QR=1) or a packet shorter than a header: over
-      // HTTP that would leave the request hanging, so it gets 400 here.
-      if (query.length < HEADER_BYTES || (query[2]! & 0x80) !== 0) return fail(res, 400);
-      try {
-        handler(query, client, (message) => {
-          if (message === null) return fail(res, 429); // dropped by the rate limit
-          res.writeHead(200, { 'content-type': 'application/dns-message', 'content-length': message.length, 'cache-control': `max-age=${minTtl(message)}` }).end(message);
-        });
-      } catch (e: unknown) {
-        log.error({ err: e instanceof Error ? e.message : String(e) }, 'dns handler threw (a bug)');
-        if (!res.headersSent) fail(res, 500);
-      }
-    };
-    if (req.method === 'GET') {
-      const param = url.searchParams.get('dns');
-      if (param === null || !/^[A-Za-z0-9_-]+$/.test(param)) return fail(res, 400);
-      const query = Buffer.from(param, 'base64url');
-      if (query.length < 12 || query.length > MAX_MESSAGE_BYTES) return fail(res, 400);
-      return answer(query);
-    }
-    if (req.method !== 'POST') return fail(res, 405);
-    if (req.headers['content-type'] !== 'application/dns-message') return fail(res, 415);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_MESSAGE_BYTES) {
-        fail(res, 413);
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => {
-      if (size <= MAX_MESSAGE_BYTES && !res.headersSent) answer(Buffer.concat(chunks));
-    });
-    req.on('error', () => req.destroy());
-  });
-  server.maxConnections = options.limits.maxConnections;
-  // A query the chain drops (rate limit "drop") gets no answer: the idle timeout ends its connection.
-  server.timeout = options.limits.idleTimeoutMs;
-  server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'doh handshake failed'));
-  return server;
-}
-
-/** Smallest TTL of the answer's records (OPT aside), for the DoH Cache-Control header (RFC 8484 5.1). */
-function minTtl(message: Buffer): number {
-  const records = walkResponse(message)?.records.filter((r) => r.type !== TYPE.OPT) ?? [];
-  return records.length === 0 ? 0 : Math.min(...records.map((r) => r.ttl));
 }

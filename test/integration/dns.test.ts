@@ -1,7 +1,9 @@
 import { execFile, spawn } from 'node:child_process';
 import { createSocket, type RemoteInfo } from 'node:dgram';
+import { createServer as createHttpServer } from 'node:http';
+import { connect as connectHttp2, type ClientHttp2Session } from 'node:http2';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -13,10 +15,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog, type Catalog } from '../../src/catalog/index.js';
 import { loadConfigChecked, type DnsConfig } from '../../src/config/index.js';
 import { DnsServer, type DnsAddresses } from '../../src/dns/index.js';
-import { DnsUdpListener, createDohListener } from '../../src/dns/listeners.js';
+import { createDohListener } from '../../src/dns/doh-listener.js';
+import { DnsUdpListener } from '../../src/dns/listeners.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import { PolicyEngine, type AppState } from '../../src/policy/index.js';
-import { dig, digOne, dohRequest, frame, kdig, tcpConnect, udpExchange, type DigResult } from '../support/dns-clients.js';
+import { dig, digOne, dnspythonDoh, doh2Requests, dohRequest, frame, kdig, tcpConnect, udpExchange, type DigResult } from '../support/dns-clients.js';
 import { QNAME_PTR, T, buildQuery, buildResponse, decode, optRecord, prng, ptr, rr, svcbRdata, u16, wireLabels, wireName } from '../support/dns-message.js';
 import { startFakeUpstream, type FakeRecord, type FakeUpstream } from '../support/fake-upstream.js';
 
@@ -122,6 +125,7 @@ const BASE_RECORDS: Record<string, FakeRecord[]> = {
   'media6.example.net': [{ type: 'AAAA', value: '2400:dcc0::1' }],
   'mozilla.cloudflare-dns.com': [{ type: 'A', value: '203.0.113.40' }],
   'use-application-dns.net': [{ type: 'A', value: '203.0.113.41' }],
+  'doh-curl.example.net': [{ type: 'A', value: '127.0.0.1' }],
   ...Object.fromEntries(APP_NAMES.map(([name]) => [name, [{ type: 'A' as const, value: '203.0.113.99' }]])),
 };
 
@@ -681,6 +685,8 @@ describe('DoT and DoH', () => {
       { path: '/dns-query', cert: await readFile(tls.cert), key: await readFile(tls.key), limits: { idleTimeoutMs: 1_000, maxConnections: 10, maxPipelined: 10 } },
       logger,
     );
+    const sockets = new Set<Socket>();
+    server.on('connection', (socket: Socket) => sockets.add(socket));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
       const port = (server.address() as { port: number }).port;
@@ -688,7 +694,7 @@ describe('DoT and DoH', () => {
       expect(res.status).toBe(500);
       expect(logs.map((l) => l.msg)).toEqual(['dns handler threw (a bug)']);
     } finally {
-      server.closeAllConnections();
+      for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
@@ -704,6 +710,86 @@ describe('DoT and DoH', () => {
     const dropped = await post();
     expect(dropped).toMatchObject({ status: 429 });
     expect(performance.now() - started).toBeLessThan(250);
+  });
+
+  it.each(['+https', '+https-get'])('kdig %s (HTTP/2): a blocked name answers NXDOMAIN with EDE 15, an allowed name resolves', async (mode) => {
+    const { results, stdout } = await kdig(r.addresses.doh!.port, [mode, '+edns', 'talk-pilsner.kakao.com', 'A', 'www.naver.com', 'A']);
+    expect(stdout).toMatch(new RegExp(`HTTP/2-${mode === '+https' ? 'POST' : 'GET'}`));
+    expect(results.map((x) => x.status), stdout).toEqual(['NXDOMAIN', 'NOERROR']);
+    expect(results[0]?.ede).toEqual({ code: 15, text: 'kakaotalk' });
+    expect(results[1]?.answers.map((a) => a.data)).toEqual(['203.0.113.12']);
+  });
+
+  it.each([
+    ['h1', 'post'],
+    ['h1', 'get'],
+    ['h2', 'post'],
+    ['h2', 'get'],
+  ] as const)('dnspython over %s (%s): blocked with EDE 15, allowed resolves', async (version, method) => {
+    const url = `https://127.0.0.1:${r.addresses.doh!.port}/dns-query`;
+    const blocked = await dnspythonDoh(url, 'talk-pilsner.kakao.com', 'A', version, method);
+    expect(blocked).toMatchObject({ httpVersion: version === 'h1' ? 'HTTP/1.1' : 'HTTP/2', rcode: 'NXDOMAIN', ede: [{ code: 15, text: 'kakaotalk' }] });
+    const allowed = await dnspythonDoh(url, 'www.naver.com', 'A', version, method);
+    expect(allowed).toMatchObject({ rcode: 'NOERROR', answers: ['203.0.113.12'] });
+  });
+
+  it('curl --doh-url: resolves an allowed name and fetches from it, cannot resolve a blocked one', async () => {
+    const web = createHttpServer((_req, res) => res.end('reached\n'));
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    try {
+      const webPort = (web.address() as { port: number }).port;
+      const doh = ['--doh-url', `https://127.0.0.1:${r.addresses.doh!.port}/dns-query`, '--doh-insecure', '--max-time', '5', '-sS'];
+      const allowed = await execFileAsync('curl', [...doh, `http://doh-curl.example.net:${webPort}/`]);
+      expect(allowed.stdout).toBe('reached\n');
+      const blocked = await execFileAsync('curl', [...doh, `http://talk-pilsner.kakao.com:${webPort}/`]).catch((e: unknown) => e as { code: number; stderr: string });
+      expect(blocked).toMatchObject({ code: 6 }); // CURLE_COULDNT_RESOLVE_HOST
+    } finally {
+      web.closeAllConnections();
+      await new Promise<void>((resolve) => web.close(() => resolve()));
+    }
+  });
+
+  it('HTTP/2: announces the stream limit, answers more concurrent queries than it on one connection, errors as over HTTP/1.1', async () => {
+    const port = r.addresses.doh!.port;
+    const limit = r.config.tcp.maxPipelined;
+    const queries = Array.from({ length: limit * 3 }, (_, i) => ({ method: 'POST' as const, path: '/dns-query', body: buildQuery({ id: 0, name: i % 2 === 0 ? 'www.naver.com' : 'talk-pilsner.kakao.com' }), contentType: 'application/dns-message' }));
+    const { replies, remoteSettings } = await doh2Requests(port, queries);
+    expect(remoteSettings.maxConcurrentStreams).toBe(limit);
+    expect(replies.map((x) => x.status)).toEqual(queries.map(() => 200));
+    expect(replies.map((x) => decode(x.body).rcode)).toEqual(queries.map((_, i) => (i % 2 === 0 ? 0 : 3)));
+    expect(replies[0]?.headers['cache-control']).toMatch(/^max-age=\d+$/);
+    const q = buildQuery({ id: 0 }).toString('base64url');
+    const errors = await doh2Requests(port, [
+      { method: 'GET', path: `/other?dns=${q}` },
+      { method: 'GET', path: '/dns-query?dns=%%%' },
+      { method: 'POST', path: '/dns-query', body: buildQuery({}), contentType: 'text/plain' },
+      { method: 'POST', path: '/dns-query', body: buildQuery({ flags: 0x8180 }), contentType: 'application/dns-message' },
+      { method: 'POST', path: '/dns-query', body: Buffer.alloc(70_000), contentType: 'application/dns-message' },
+      { method: 'GET', path: `/dns-query?dns=${q}` },
+    ]);
+    expect(errors.replies.map((x) => x.status)).toEqual([404, 400, 415, 400, 413, 200]);
+  });
+
+  it('an idle HTTP/2 connection is closed at the idle timeout; connections beyond maxConnections are refused', async () => {
+    const short = await startResolver({ overrides: { ...encryptedOverrides(), 'dns.tcp.idleTimeout': '300ms', 'dns.tcp.maxConnections': '2' } });
+    const port = short.addresses.doh!.port;
+    const open = (): Promise<{ session: ClientHttp2Session; closed: Promise<number> }> =>
+      new Promise((resolve, reject) => {
+        const started = performance.now();
+        const session = connectHttp2(`https://127.0.0.1:${port}`, { rejectUnauthorized: false });
+        const closed = new Promise<number>((done) => session.once('close', () => done(performance.now() - started)));
+        session.once('error', () => undefined);
+        session.once('remoteSettings', () => resolve({ session, closed }));
+        session.once('close', () => reject(new Error('closed before its settings')));
+      });
+    const first = await open();
+    const second = await open();
+    await expect(open()).rejects.toThrow();
+    const idleFor = await first.closed;
+    expect(idleFor).toBeGreaterThanOrEqual(250);
+    expect(idleFor).toBeLessThan(2_000);
+    await second.closed;
+    expect((await doh2Requests(port, [{ method: 'GET', path: `/dns-query?dns=${buildQuery({ id: 0, name: 'www.naver.com' }).toString('base64url')}` }])).replies[0]?.status).toBe(200);
   });
 });
 

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createSocket } from 'node:dgram';
+import { connect as connectHttp2, constants as HTTP2 } from 'node:http2';
 import { request } from 'node:https';
 import { connect, type Socket } from 'node:net';
 
@@ -241,3 +242,63 @@ export function dohRequest(port: number, options: { method: 'GET' | 'POST' | 'PU
     req.end(options.body);
   });
 }
+
+export interface DohReply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/**
+ * DoH requests over one HTTP/2 connection (self-signed server, no certificate check): all sent at
+ * once as concurrent streams, answered in any order. `remoteSettings` is what the server announced.
+ */
+export async function doh2Requests(port: number, requests: { method: 'GET' | 'POST'; path: string; body?: Buffer; contentType?: string }[]): Promise<{ replies: DohReply[]; remoteSettings: { maxConcurrentStreams?: number } }> {
+  const session = connectHttp2(`https://127.0.0.1:${port}`, { rejectUnauthorized: false });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      session.once('remoteSettings', () => resolve());
+      session.once('error', reject);
+    });
+    const replies = await Promise.all(
+      requests.map(
+        (r) =>
+          new Promise<DohReply>((resolve, reject) => {
+            const stream = session.request({
+              [HTTP2.HTTP2_HEADER_METHOD]: r.method,
+              [HTTP2.HTTP2_HEADER_PATH]: r.path,
+              accept: 'application/dns-message',
+              ...(r.contentType === undefined ? {} : { 'content-type': r.contentType }),
+            });
+            const chunks: Buffer[] = [];
+            let headers: Record<string, string | string[] | undefined> = {};
+            stream.on('response', (h) => (headers = h));
+            stream.on('data', (c: Buffer) => chunks.push(c));
+            stream.on('end', () => resolve({ status: Number(headers[':status']), headers, body: Buffer.concat(chunks) }));
+            stream.on('error', reject);
+            stream.setTimeout(5_000, () => stream.destroy(new Error('DoH/2 request timed out')));
+            stream.end(r.body);
+          }),
+      ),
+    );
+    return { replies, remoteSettings: session.remoteSettings };
+  } finally {
+    session.destroy();
+  }
+}
+
+export interface DnspythonResult {
+  httpVersion: string;
+  rcode: string;
+  answers: string[];
+  ede: { code: number; text: string }[];
+}
+
+/** One query with dnspython's DoH client over httpx (Debian python3-dnspython, -httpx, -h2). */
+export async function dnspythonDoh(url: string, name: string, type: string, version: 'h1' | 'h2', method: 'get' | 'post'): Promise<DnspythonResult> {
+  const script = new URL('./dnspython-doh.py', import.meta.url).pathname;
+  const { stdout, code } = await run('/usr/bin/python3', [script, url, name, type, version, method], 20_000);
+  if (code !== 0) throw new Error(`dnspython exited ${code}: ${stdout}`);
+  return JSON.parse(stdout) as DnspythonResult;
+}
+
