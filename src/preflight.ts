@@ -45,6 +45,10 @@ export async function preflight(config: Config, locate: Locate): Promise<Preflig
   }
 
   if (config.dns.tls !== null) errors.push(...(await tlsProblems(config.dns.tls, at)));
+  if (config.dns.upstreamCa !== null) {
+    const problem = await caProblem(config.dns.upstreamCa);
+    if (problem !== null) errors.push(at(['dns', 'upstreamCa'], problem));
+  }
 
   const local = config.policy.lists.filter((l) => !l.isRemote);
   const manager = new ListManager(local, { cacheDir: join(config.store.path, 'lists'), logger: silentLogger, offline: true });
@@ -83,6 +87,23 @@ async function tlsProblems(tls: { cert: string; key: string }, at: (path: (strin
     const reason = errorMessage(e);
     const field = /key values mismatch|private key|PEM_read_bio_PrivateKey|DECODER/i.test(reason) && !/certificate/i.test(reason) ? 'key' : 'cert';
     return [at(['dns', 'tls', /mismatch/i.test(reason) ? 'key' : field], `PCL_ERR_CONFIG_INVALID: the certificate ${tls.cert} and key ${tls.key} cannot be used together: ${reason}`)];
+  }
+}
+
+/** Null when the file holds PEM certificates the TLS stack takes as trust anchors; else why not. */
+async function caProblem(path: string): Promise<string | null> {
+  let pem: Buffer;
+  try {
+    pem = await readFile(path);
+  } catch (e: unknown) {
+    return `PCL_ERR_CONFIG_INVALID: cannot read ${path}: ${errorMessage(e)}`;
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) return `PCL_ERR_CONFIG_INVALID: ${path} holds no PEM certificate`;
+  try {
+    createSecureContext({ ca: pem });
+    return null;
+  } catch (e: unknown) {
+    return `PCL_ERR_CONFIG_INVALID: ${path} is not a usable CA bundle: ${errorMessage(e)}`;
   }
 }
 

@@ -127,6 +127,12 @@ export const DEFAULTS = Object.freeze({
   upstreamTcpTimeoutMs: 1_500,
   /** Largest response read over TCP (the 2-byte length prefix allows no more). */
   upstreamTcpMaxMessageBytes: 65_535,
+  /** DoT/DoH upstreams: TCP connect plus TLS handshake; a connection not ready by then is given up (the deadline of the queries waiting on it). */
+  upstreamTlsHandshakeTimeoutMs: 1_500,
+  /** DoT/DoH upstreams: a connection with nothing in flight this long is closed (unbound's own idle timeout is 30 s). */
+  upstreamTlsIdleTimeoutMs: 25_000,
+  /** Queries over DoT/DoH are padded to a multiple of this (EDNS padding, RFC 8467's block length). */
+  upstreamPaddingBlockBytes: 128,
 });
 
 export type Defaults = typeof DEFAULTS;

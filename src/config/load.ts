@@ -8,6 +8,7 @@ import { maskWords, parseCidr, parseIp } from '../match/ip.js';
 import { normalizeQueryName, tryParseRuleName } from '../match/name.js';
 import { isIP } from 'node:net';
 import { isLoopbackHost, parseHostPort } from './address.js';
+import { parseUpstreamAddress } from './upstream-address.js';
 import { nativeLoadError, nativeBinding } from '../util/native-addon.js';
 import { DEFAULTS } from './defaults.js';
 import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type MergedConfigFile, type TransparentConfig } from './schema.js';
@@ -177,9 +178,8 @@ function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string)
     report(['dns', merged.dns.dot !== undefined ? 'dot' : 'doh'], 'DoT and DoH need dns.tls { cert, key }');
   }
   merged.dns.upstreams?.forEach((upstream, i) => {
-    const parsed = parseHostPort(upstream, { defaultPort: 53 });
+    const parsed = parseUpstreamAddress(upstream);
     if (typeof parsed === 'string') report(['dns', 'upstreams', i], parsed);
-    else if (isIP(parsed.host) === 0) report(['dns', 'upstreams', i], `"${parsed.host}" must be an IP address (a resolver cannot depend on DNS to find its upstream)`);
   });
   checkListen(['proxy', 'tls', 'listen'], merged.proxy.tls?.listen);
   checkListen(['proxy', 'http', 'listen'], merged.proxy.http?.listen);
@@ -268,6 +268,7 @@ function resolveDns(dns: NonNullable<ConfigFile['dns']>, baseDir: string): DnsCo
   return {
     listen: dns.listen ?? DEFAULTS.dnsListen,
     upstreams: dns.upstreams ?? [...DEFAULTS.dnsUpstreams],
+    upstreamCa: dns.upstreamCa === undefined ? null : resolve(baseDir, dns.upstreamCa),
     blockMode: dns.blockMode === 'null' ? 'nullip' : (dns.blockMode ?? DEFAULTS.dnsBlockMode),
     negativeTtlSec: dns.negativeTtl ?? DEFAULTS.dnsNegativeTtlSec,
     allowClients: dns.allowClients ?? null,

@@ -38,7 +38,8 @@ export const ConfigSchema = Type.Object(
       Type.Object(
         {
           listen: Type.Optional(HostPort),
-          upstreams: Type.Optional(Type.Array(HostPort, { minItems: 1 })),
+          upstreams: Type.Optional(Type.Array(Type.String({ minLength: 3, description: 'IP[:port] (plain), tls://IP[:port][#name] (DoT), https://IP[:port][/path][#name] (DoH)' }), { minItems: 1 })),
+          upstreamCa: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of CA certificates trusted for tls:// and https:// upstreams, beside the built-in roots' })),
           // nullip: A 0.0.0.0, AAAA ::. "null" (quoted: unquoted null is YAML's null) is an alias.
           blockMode: Type.Optional(Type.Union([Type.Literal('nxdomain'), Type.Literal('nullip'), Type.Literal('null'), Type.Literal('refused')])),
           negativeTtl: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'seconds' })),
@@ -232,6 +233,8 @@ export interface TransparentConfig {
 export interface DnsConfig {
   listen: string;
   upstreams: string[];
+  /** PEM file trusted for encrypted upstreams beside the built-in roots; null: the built-in roots only. */
+  upstreamCa: string | null;
   blockMode: 'nxdomain' | 'nullip' | 'refused';
   negativeTtlSec: number;
   /** null: the default networks (loopback, RFC 1918, ULA). */

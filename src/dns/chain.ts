@@ -72,6 +72,7 @@ export function failureEde(e: unknown): { code: number; text: string } {
   const kind = isPortcullisError(e) && typeof e.details.kind === 'string' ? e.details.kind : 'network';
   if (kind === 'timeout') return { code: EDE_NO_REACHABLE_AUTHORITY, text: 'no upstream answered in time' };
   if (kind === 'overloaded') return { code: EDE_OTHER, text: 'too many queries waiting for the upstreams' };
+  if (kind === 'tls') return { code: EDE_NETWORK_ERROR, text: 'upstream TLS handshake or certificate refused' };
   return { code: EDE_NETWORK_ERROR, text: `upstream ${kind === 'network' || kind === 'closed' ? 'unreachable' : `answer ${kind}`}` };
 }
 const NO_OP = (): void => undefined;

@@ -81,6 +81,13 @@ function batchUdpListener(binding: NonNullable<ReturnType<typeof nativeBinding>>
   };
 }
 
+/** A file named by the config, or PCL_ERR_CONFIG_INVALID naming the field. */
+function readConfigFile(field: string, path: string): Promise<Buffer> {
+  return readFile(path).catch((e: unknown) => {
+    throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `${field}: cannot read ${path}: ${errorMessage(e)}`, { cause: e, details: { field } });
+  });
+}
+
 /** One resolver: the handler chain, its cache and upstream pool, and every listener. */
 export class DnsServer {
   readonly cache: AnswerCache;
@@ -124,7 +131,8 @@ export class DnsServer {
   static async create(deps: DnsServerDeps): Promise<DnsServer> {
     const { config, logger } = deps;
     const cache = new AnswerCache({ ...DEFAULT_CACHE_LIMITS, maxEntries: config.cache.maxEntries, maxBytes: config.cache.maxBytes, staleMaxSec: config.cache.serveStale ? DEFAULT_CACHE_LIMITS.staleMaxSec : 0 });
-    const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger, onResult: deps.onUpstreamResult });
+    const upstreamCa = config.upstreamCa === null ? null : await readConfigFile('dns.upstreamCa', config.upstreamCa);
+    const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger, onResult: deps.onUpstreamResult, ca: upstreamCa?.toString('utf8') ?? null });
     const dohResolvers = config.bypass.dohResolvers ? new SuffixNameSet((await loadCategory('doh-bypass')).domains) : null;
     const chain = createDnsChain({
       policy: deps.policy,
@@ -142,11 +150,7 @@ export class DnsServer {
       onBlocked: deps.onBlocked,
     });
     const tlsFiles = config.tls;
-    const read = (field: 'cert' | 'key', path: string): Promise<Buffer> =>
-      readFile(path).catch((e: unknown) => {
-        throw new PortcullisError('PCL_ERR_CONFIG_INVALID', `dns.tls.${field}: cannot read ${path}: ${errorMessage(e)}`, { cause: e, details: { field: `dns.tls.${field}` } });
-      });
-    const tls = tlsFiles === null ? null : { cert: await read('cert', tlsFiles.cert), key: await read('key', tlsFiles.key) };
+    const tls = tlsFiles === null ? null : { cert: await readConfigFile('dns.tls.cert', tlsFiles.cert), key: await readConfigFile('dns.tls.key', tlsFiles.key) };
     return new DnsServer(deps, chain, cache, upstream, tls);
   }
 

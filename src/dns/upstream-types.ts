@@ -20,11 +20,12 @@ export interface UpstreamAnswer {
   message: Buffer;
   /** host:port of the upstream that answered (a configured, bounded label). */
   upstream: string;
-  /** Whether it came over TCP (after TC=1 on UDP). */
-  overTcp: boolean;
+  /** How it came: UDP, TCP after TC=1 on UDP, DoT or DoH. */
+  transport: 'udp' | 'tcp' | 'tls' | 'https';
 }
 
-export type UpstreamErrorKind = 'timeout' | 'network' | 'malformed' | 'mismatch' | 'truncated';
+/** 'tls': an encrypted upstream's handshake failed or its certificate did not name it. */
+export type UpstreamErrorKind = 'timeout' | 'network' | 'tls' | 'malformed' | 'mismatch' | 'truncated';
 
 export interface UpstreamHealth {
   upstream: string;

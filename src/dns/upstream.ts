@@ -2,10 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { BlockList, connect, isIP, type Socket as TcpSocket } from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
-import { parseHostPort } from '../config/index.js';
+import { parseUpstreamAddress } from '../config/upstream-address.js';
 import { PortcullisError, errorMessage } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { UpstreamAnswer, UpstreamErrorKind, UpstreamHealth, UpstreamQuestion, UpstreamResolver } from './upstream-types.js';
+import type { ChannelOutcome, ChannelSettings, UpstreamChannel } from './upstream-channel.js';
+import { DohChannel } from './upstream-doh.js';
+import { DotChannel } from './upstream-dot.js';
 
 /** Why a query failed: an upstream outcome, or the pool refusing it (full, or closed). */
 export type UpstreamFailureKind = UpstreamErrorKind | 'overloaded' | 'closed';
@@ -25,6 +28,8 @@ export interface UpstreamPoolOptions {
   deadlineMs?: number;
   /** Called once per attempt outcome and per dropped reply ('mismatch', 'malformed'). */
   onResult?: (r: UpstreamResult) => void;
+  /** PEM CA certificates trusted for DoT/DoH upstreams beside the built-in roots (dns.upstreamCa). */
+  ca?: string | null;
 }
 
 /** The one factory for PCL_ERR_UPSTREAM_FAILED. `upstream` is null when no upstream was involved. */
@@ -36,6 +41,9 @@ const HEADER_BYTES = 12;
 /** Root name (1) + type (2) + class (2) + TTL (4) + RDLENGTH (2). */
 const OPT_RR_BYTES = 11;
 const TYPE_OPT = 41;
+/** EDNS option code of Padding (RFC 7830). */
+const OPTION_PADDING = 12;
+const OPTION_HEADER_BYTES = 4;
 const FLAG_QR = 0x80;
 const MASK_OPCODE = 0x78;
 const FLAG_TC = 0x02;
@@ -89,6 +97,9 @@ interface Upstream {
   readonly host: string;
   readonly port: number;
   readonly type: 'udp4' | 'udp6';
+  readonly protocol: UpstreamAnswer['transport'];
+  /** DoT or DoH: the encrypted connection every attempt goes over; null for plain DNS (UDP slots). */
+  readonly channel: UpstreamChannel | null;
   /** Matches the upstream's address in any spelling (fallback when the text differs). */
   readonly address: BlockList;
   readonly slots: UdpSlot[];
@@ -127,15 +138,15 @@ interface Exchange {
 
 /**
  * One query to one upstream. 'udp': waiting for a reply; 'tcp': retrying over TCP after TC=1;
- * 'failed': given up on (a timed-out UDP attempt keeps its ID registered, so a late reply is
- * still accepted while the exchange goes on elsewhere).
+ * 'channel': sent over a DoT/DoH channel; 'failed': given up on (a timed-out UDP or channel
+ * attempt stays out, so a late reply is still accepted while the exchange goes on elsewhere).
  */
 interface Attempt {
   readonly exchange: Exchange;
   readonly upstream: Upstream;
   readonly isProbe: boolean;
   holdsProbe: boolean;
-  state: 'udp' | 'tcp' | 'failed';
+  state: 'udp' | 'tcp' | 'channel' | 'failed';
   slot: UdpSlot | null;
   id: number;
   /** The query exactly as sent, 0x20 case included: replies are checked against these bytes. */
@@ -145,6 +156,8 @@ interface Attempt {
   timer: NodeJS.Timeout | null;
   connectTimer: NodeJS.Timeout | null;
   tcp: TcpSocket | null;
+  /** Withdraws the query from its channel (the exchange is over). */
+  cancel: (() => void) | null;
 }
 
 type ReplyVerdict = 'ok' | 'truncated' | 'mismatch' | 'malformed';
@@ -179,35 +192,35 @@ export class UpstreamPool implements UpstreamResolver {
     if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) problems.push(`deadlineMs must be a positive number of ms, got ${deadlineMs}`);
     if (upstreams.length === 0) problems.push('at least one upstream is needed');
     const parsed: Upstream[] = [];
+    const channelSettings: ChannelSettings = { ca: options.ca ?? null, handshakeTimeoutMs: DEFAULTS.upstreamTlsHandshakeTimeoutMs, idleTimeoutMs: DEFAULTS.upstreamTlsIdleTimeoutMs };
     for (const text of upstreams) {
-      const hp = parseHostPort(text);
-      if (typeof hp === 'string') {
-        problems.push(hp);
-        continue;
-      }
-      const family = isIP(hp.host);
-      if (family === 0) {
-        problems.push(`"${text}": an upstream must be an IP address`);
+      const at = parseUpstreamAddress(text);
+      if (typeof at === 'string') {
+        problems.push(at);
         continue;
       }
       if (parsed.some((u) => u.label === text)) {
         problems.push(`"${text}": listed twice`);
         continue;
       }
+      const family = isIP(at.host);
       const address = new BlockList();
-      address.addAddress(hp.host, family === 6 ? 'ipv6' : 'ipv4');
+      address.addAddress(at.host, family === 6 ? 'ipv6' : 'ipv4');
+      const channel = at.protocol === 'tls' ? new DotChannel(at, channelSettings) : at.protocol === 'https' ? new DohChannel(at, channelSettings) : null;
       const upstream: Upstream = {
         label: text,
-        host: hp.host,
-        port: hp.port,
+        host: at.host,
+        port: at.port,
         type: family === 6 ? 'udp6' : 'udp4',
+        protocol: at.protocol,
+        channel,
         address,
         slots: [],
         srttMs: null,
         consecutiveFailures: 0,
         hasProbeInFlight: false,
       };
-      for (let i = 0; i < DEFAULTS.upstreamSocketsPerUpstream; i++) upstream.slots.push({ upstream, socket: null, pending: new Map() });
+      if (channel === null) for (let i = 0; i < DEFAULTS.upstreamSocketsPerUpstream; i++) upstream.slots.push({ upstream, socket: null, pending: new Map() });
       parsed.push(upstream);
     }
     if (problems.length > 0) {
@@ -281,6 +294,7 @@ export class UpstreamPool implements UpstreamResolver {
     this.detachedProbes.clear();
     const closed: Promise<void>[] = [];
     for (const upstream of this.upstreams) {
+      upstream.channel?.close();
       for (const slot of upstream.slots) {
         const socket = slot.socket;
         if (socket === null) continue;
@@ -365,6 +379,10 @@ export class UpstreamPool implements UpstreamResolver {
   // ---- UDP ------------------------------------------------------------------------------
 
   private startAttempt(exchange: Exchange, upstream: Upstream, isProbe: boolean, remainingMs: number): void {
+    if (upstream.channel !== null) {
+      this.startChannelAttempt(exchange, upstream, upstream.channel, isProbe, remainingMs);
+      return;
+    }
     const first = this.random.below(upstream.slots.length);
     let slot: UdpSlot | null = null;
     let id = -1;
@@ -372,25 +390,8 @@ export class UpstreamPool implements UpstreamResolver {
       slot = upstream.slots[(first + i) % upstream.slots.length]!;
       id = this.freeId(slot);
     }
-    const { message, nameLength } = buildQuery(exchange.question, id === -1 ? 0 : id, this.random);
-    const attempt: Attempt = {
-      exchange,
-      upstream,
-      isProbe,
-      holdsProbe: isProbe,
-      state: 'udp',
-      slot: null,
-      id,
-      query: message,
-      nameLength,
-      sentAt: performance.now(),
-      timer: null,
-      connectTimer: null,
-      tcp: null,
-    };
-    exchange.attempts.push(attempt);
-    if (isProbe) upstream.hasProbeInFlight = true;
-    else exchange.primary = attempt;
+    const attempt = this.newAttempt(exchange, upstream, isProbe, 'udp', id === -1 ? 0 : id, 0);
+    attempt.id = id;
     if (slot === null || id === -1) {
       this.failAttempt(attempt, 'network', 'no free query ID on any socket');
       return;
@@ -399,12 +400,36 @@ export class UpstreamPool implements UpstreamResolver {
     slot.pending.set(id, attempt);
     attempt.timer = setTimeout(this.onAttemptTimeout, Math.min(this.timeoutMs, remainingMs), attempt);
     try {
-      this.socketFor(slot).send(message, upstream.port, upstream.host, (err) => {
+      this.socketFor(slot).send(attempt.query, upstream.port, upstream.host, (err) => {
         if (err !== null && attempt.state === 'udp') this.failAttempt(attempt, 'network', err);
       });
     } catch (e: unknown) {
       this.failAttempt(attempt, 'network', e);
     }
+  }
+
+  private newAttempt(exchange: Exchange, upstream: Upstream, isProbe: boolean, state: 'udp' | 'channel', id: number, padToBlock: number): Attempt {
+    const { message, nameLength } = buildQuery(exchange.question, id, this.random, padToBlock);
+    const attempt: Attempt = {
+      exchange,
+      upstream,
+      isProbe,
+      holdsProbe: isProbe,
+      state,
+      slot: null,
+      id,
+      query: message,
+      nameLength,
+      sentAt: performance.now(),
+      timer: null,
+      connectTimer: null,
+      tcp: null,
+      cancel: null,
+    };
+    exchange.attempts.push(attempt);
+    if (isProbe) upstream.hasProbeInFlight = true;
+    else exchange.primary = attempt;
+    return attempt;
   }
 
   private freeId(slot: UdpSlot): number {
@@ -482,13 +507,60 @@ export class UpstreamPool implements UpstreamResolver {
       return;
     }
     if (!wasLate) this.report(upstream, 'ok', rttMs); // a late reply was already counted as a timeout
-    this.finish(attempt.exchange, { message: msg, upstream: upstream.label, overTcp: false });
+    this.finish(attempt.exchange, { message: msg, upstream: upstream.label, transport: 'udp' });
   }
 
   private readonly onAttemptTimeout = (attempt: Attempt): void => {
     attempt.timer = null;
-    if (attempt.state === 'udp') this.failAttempt(attempt, 'timeout', null);
+    if (attempt.state === 'udp' || attempt.state === 'channel') this.failAttempt(attempt, 'timeout', null);
   };
+
+  // ---- DoT and DoH ----------------------------------------------------------------------
+
+  /** Padded (RFC 8467), sent over the channel, waited for as long as a UDP attempt. */
+  private startChannelAttempt(exchange: Exchange, upstream: Upstream, channel: UpstreamChannel, isProbe: boolean, remainingMs: number): void {
+    const attempt = this.newAttempt(exchange, upstream, isProbe, 'channel', this.random.u16(), DEFAULTS.upstreamPaddingBlockBytes);
+    attempt.timer = setTimeout(this.onAttemptTimeout, Math.min(this.timeoutMs, remainingMs), attempt);
+    attempt.cancel = channel.send(attempt.query, (outcome) => {
+      this.onChannelOutcome(attempt, outcome);
+    });
+  }
+
+  /** A reply is checked as a TCP one (ID as sent, question byte for byte), then taken like a UDP one. */
+  private onChannelOutcome(attempt: Attempt, outcome: ChannelOutcome): void {
+    attempt.cancel = null;
+    const { upstream } = attempt;
+    if (!('message' in outcome)) {
+      if (attempt.state === 'channel') this.failAttempt(attempt, outcome.kind, outcome.cause);
+      else this.releaseTimedOut(attempt);
+      return;
+    }
+    const msg = outcome.message;
+    const verdict = msg.readUInt16BE(0) === attempt.query.readUInt16BE(0) ? checkReply(msg, attempt.query, attempt.nameLength, true) : 'mismatch';
+    if (verdict !== 'ok') {
+      if (attempt.state === 'channel') this.failAttempt(attempt, verdict === 'truncated' ? 'malformed' : verdict, `answer: ${verdict}`);
+      else this.releaseTimedOut(attempt);
+      return;
+    }
+    const rttMs = performance.now() - attempt.sentAt;
+    const wasLate = attempt.state === 'failed';
+    this.clearTimers(attempt);
+    this.recordSuccess(upstream, rttMs);
+    if (attempt.exchange.isDone) {
+      // A probe whose question was answered elsewhere: it has shown the upstream is back.
+      this.report(upstream, 'ok', rttMs);
+      this.releaseAttempt(attempt);
+      this.detachedProbes.delete(attempt);
+      return;
+    }
+    if (!wasLate) this.report(upstream, 'ok', rttMs); // a late reply was already counted as a timeout
+    this.finish(attempt.exchange, { message: msg, upstream: upstream.label, transport: upstream.protocol });
+  }
+
+  /** A timed-out channel attempt that then failed too: nothing more to count; a detached probe is done. */
+  private releaseTimedOut(attempt: Attempt): void {
+    if (this.detachedProbes.delete(attempt)) this.releaseAttempt(attempt);
+  }
 
   // ---- TCP after TC=1 -----------------------------------------------------------------
 
@@ -562,7 +634,7 @@ export class UpstreamPool implements UpstreamResolver {
     }
     this.releaseAttempt(attempt); // closes the connection: one question per connection
     this.report(upstream, 'ok', rttMs);
-    this.finish(attempt.exchange, { message: msg, upstream: upstream.label, overTcp: true });
+    this.finish(attempt.exchange, { message: msg, upstream: upstream.label, transport: 'tcp' });
   }
 
   private readonly onTcpTimeout = (attempt: Attempt): void => {
@@ -583,10 +655,11 @@ export class UpstreamPool implements UpstreamResolver {
       attempt.tcp = null;
       socket.destroy();
     }
-    // A timed-out UDP query keeps its ID: a late reply still wins while the exchange goes on.
-    if ((kind !== 'timeout' || isDetached) && attempt.slot !== null) {
-      if (attempt.slot.pending.get(attempt.id) === attempt) attempt.slot.pending.delete(attempt.id);
+    // A timed-out UDP or channel query stays out: a late reply still wins while the exchange goes on.
+    if (kind !== 'timeout' || isDetached) {
+      if (attempt.slot !== null && attempt.slot.pending.get(attempt.id) === attempt) attempt.slot.pending.delete(attempt.id);
       attempt.slot = null;
+      this.cancelChannel(attempt);
     }
     if (attempt.holdsProbe) {
       attempt.holdsProbe = false;
@@ -635,7 +708,7 @@ export class UpstreamPool implements UpstreamResolver {
     exchange.deadlineTimer = null;
     for (const attempt of exchange.attempts) {
       // A probe still waiting keeps its ID and timer: its reply or timeout is the health check.
-      if (attempt.holdsProbe && attempt.state === 'udp' && !this.isClosed) this.detachedProbes.add(attempt);
+      if (attempt.holdsProbe && (attempt.state === 'udp' || attempt.state === 'channel') && !this.isClosed) this.detachedProbes.add(attempt);
       else this.releaseAttempt(attempt);
     }
     if (outcome instanceof PortcullisError) {
@@ -649,6 +722,7 @@ export class UpstreamPool implements UpstreamResolver {
 
   private releaseAttempt(attempt: Attempt): void {
     this.clearTimers(attempt);
+    this.cancelChannel(attempt);
     if (attempt.slot !== null) {
       if (attempt.slot.pending.get(attempt.id) === attempt) attempt.slot.pending.delete(attempt.id);
       attempt.slot = null;
@@ -662,6 +736,12 @@ export class UpstreamPool implements UpstreamResolver {
       attempt.holdsProbe = false;
       attempt.upstream.hasProbeInFlight = false;
     }
+  }
+
+  private cancelChannel(attempt: Attempt): void {
+    const cancel = attempt.cancel;
+    attempt.cancel = null;
+    cancel?.();
   }
 
   private clearTimers(attempt: Attempt): void {
@@ -734,12 +814,15 @@ function isWireName(name: Buffer): boolean {
 /**
  * Header (RD=1, CD per question), the question with each ASCII letter's case chosen at random
  * (DNS 0x20), and an OPT RR (UDP size, DO per question). Length bytes are at most 63, below
- * every letter, so only letters change.
+ * every letter, so only letters change. `padToBlock` > 0: a Padding option makes the message
+ * a multiple of that many bytes (RFC 8467), so its length does not give the name away.
  */
-function buildQuery(question: UpstreamQuestion, id: number, random: RandomSource): { message: Buffer; nameLength: number } {
+function buildQuery(question: UpstreamQuestion, id: number, random: RandomSource, padToBlock = 0): { message: Buffer; nameLength: number } {
   const name = question.nameWire;
   const nameEnd = HEADER_BYTES + name.length;
-  const message = Buffer.allocUnsafe(nameEnd + 4 + OPT_RR_BYTES);
+  const unpadded = nameEnd + 4 + OPT_RR_BYTES;
+  const padding = padToBlock === 0 ? -1 : Math.ceil((unpadded + OPTION_HEADER_BYTES) / padToBlock) * padToBlock - unpadded - OPTION_HEADER_BYTES;
+  const message = padding === -1 ? Buffer.allocUnsafe(unpadded) : Buffer.alloc(unpadded + OPTION_HEADER_BYTES + padding);
   message.writeUInt16BE(id, 0);
   message[2] = FLAG_RD;
   message[3] = question.checkingDisabled ? FLAG_CD : 0;
@@ -769,7 +852,13 @@ function buildQuery(question: UpstreamQuestion, id: number, random: RandomSource
   pos = message.writeUInt16BE(DEFAULTS.upstreamEdnsUdpSize, pos);
   pos = message.writeUInt16BE(0, pos); // extended RCODE, version 0
   pos = message.writeUInt16BE(question.dnssecOk ? FLAG_DO : 0, pos);
-  message.writeUInt16BE(0, pos); // RDLENGTH
+  if (padding === -1) {
+    message.writeUInt16BE(0, pos); // RDLENGTH
+  } else {
+    pos = message.writeUInt16BE(OPTION_HEADER_BYTES + padding, pos); // RDLENGTH
+    pos = message.writeUInt16BE(OPTION_PADDING, pos);
+    message.writeUInt16BE(padding, pos); // zero bytes follow (Buffer.alloc)
+  }
   return { message, nameLength: name.length };
 }
 

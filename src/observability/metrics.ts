@@ -13,7 +13,7 @@ import { PROXY_LISTENERS, PROXY_RESULTS } from '../proxy/events.js';
 export const DNS_PROTOCOLS = ['udp', 'tcp', 'dot', 'doh'] as const;
 export const DNS_RESULTS = ['allowed', 'blocked', 'cached', 'servfail', 'refused', 'formerr', 'dropped'] as const;
 export const LAYERS = ['dns', 'tls', 'http', 'ip', 'quic'] as const;
-export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
+export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'tls', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
 const APPS_AND_CUSTOM = [...APP_IDS, 'custom'] as const;
 
 /** A counter child that exists from the start at 0, so queries over it are never empty. */

@@ -267,7 +267,7 @@ describe('UpstreamPool over UDP', () => {
 
     const answer = await pool.query(question('www.example.com', { dnssecOk: true, checkingDisabled: true }));
     expect(answer.upstream).toBe(up.label);
-    expect(answer.overTcp).toBe(false);
+    expect(answer.transport).toBe('udp');
     expect(answer.message.equals(sent[0]!)).toBe(true);
     expect(addresses(answer.message)).toEqual(['192.0.2.7', '192.0.2.8']);
 
@@ -484,12 +484,13 @@ describe('UpstreamPool over UDP', () => {
   });
 
   it('rejects invalid upstream addresses at construction', () => {
-    for (const bad of [[], ['dns.example:53'], ['127.0.0.1'], ['::1:53'], ['127.0.0.1:53', '127.0.0.1:53']]) {
+    for (const bad of [[], ['dns.example:53'], ['::1:53'], ['127.0.0.1:53', '127.0.0.1:53'], ['tls://dns.example:853#dns.example'], ['tls://127.0.0.1#not a name'], ['https://127.0.0.1/dns-query?dns={dns}'], ['quic://127.0.0.1']]) {
       expect(() => new UpstreamPool(bad, { logger: silentLogger }), JSON.stringify(bad)).toThrow(PortcullisError);
     }
-    const ok = new UpstreamPool(['127.0.0.1:53', '[::1]:53'], { logger: silentLogger });
+    const good = ['127.0.0.1:53', '[::1]:53', '127.0.0.2', 'tls://127.0.0.1#dns.example', 'https://[::1]/dns-query#dns.example'];
+    const ok = new UpstreamPool(good, { logger: silentLogger });
     pools.push(ok);
-    expect(ok.health().map((h) => h.upstream)).toEqual(['127.0.0.1:53', '[::1]:53']);
+    expect(ok.health().map((h) => h.upstream)).toEqual(good);
   });
 });
 
@@ -509,7 +510,7 @@ describe('UpstreamPool over TCP after TC=1', () => {
     });
     const { pool, results } = makePool([up]);
     const answer: UpstreamAnswer = await pool.query(question('big.example.com'));
-    expect(answer.overTcp).toBe(true);
+    expect(answer.transport).toBe('tcp');
     expect(answer.upstream).toBe(up.label);
     expect(answer.message.equals(tcpReply)).toBe(true);
     expect(addresses(answer.message)).toEqual(many);
