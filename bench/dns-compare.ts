@@ -22,6 +22,12 @@
  * runs; JSON to bench/results/dns-<date>.json.
  *
  * Target (issue 4, "Speed"): cache-hit and blocked QPS >= 1.0x dnsmasq; < 0.8x is not done.
+ *
+ * Misses (PHASES=miss runs only these; PHASES=compare only the above): every query a name never
+ * asked before, so every one goes upstream, to an unbound on CPU 1 that answers a whole zone
+ * from local data, over plain DNS and over DoT. portcullis and unbound (forward-zone, and
+ * forward-tls-upstream for DoT) each forward over both; the report gives QPS, latency and CPU
+ * per query, and the cost of encryption per query (DoT minus plain) for each.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -31,6 +37,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse, stringify } from 'yaml';
+import { makeTestPki } from '../test/support/test-pki.js';
 
 function envInt(name: string, fallback: number, min: number): number {
   const raw = process.env[name];
@@ -64,6 +71,11 @@ const MIXED_LINES_PER_SEC = 300_000;
 const HIT_NAMES = 100;
 const BLOCKED_NAMES = 50_000;
 const UPSTREAM_ANSWER = '192.0.2.1';
+
+const PHASES = process.env.PHASES ?? 'all';
+if (!['all', 'compare', 'miss'].includes(PHASES)) throw new Error(`PHASES must be all, compare or miss, got ${PHASES}`);
+const MISS_ZONE = 'miss.example.net';
+const TLS_NAME = 'bench.test';
 
 const SERVERS = ['portcullis', 'dnsmasq', 'unbound'] as const;
 const WORKLOADS = ['cache-hit', 'blocked', 'mixed'] as const;
@@ -237,26 +249,28 @@ async function startUpstream(): Promise<number> {
   return port;
 }
 
-async function startPortcullis(upstreamPort: number): Promise<{ entry: Running; port: number }> {
-  const config = join(dir, 'portcullis.yaml');
+/** `upstream` as dns.upstreams takes it; `upstreamCa` for a tls:// one. */
+async function startPortcullis(upstream: string, name = 'portcullis', upstreamCa?: string): Promise<{ entry: Running; port: number }> {
+  const config = join(dir, `${name}.yaml`);
   writeFileSync(
     config,
     stringify({
       dns: {
         listen: '127.0.0.1:0',
-        upstreams: [`127.0.0.1:${upstreamPort}`],
+        upstreams: [upstream],
+        ...(upstreamCa === undefined ? {} : { upstreamCa }),
         rateLimit: { perSecond: 0 },
         allowClients: ['127.0.0.0/8'],
       },
       proxy: { tls: { listen: '127.0.0.1:0' }, http: { listen: '127.0.0.1:0' } },
       admin: { listen: '127.0.0.1:0' },
-      store: { path: join(dir, 'portcullis-data') },
+      store: { path: join(dir, `${name}-data`) },
       log: { level: 'info' },
     }),
   );
   const cli = new URL('../dist/cli.js', import.meta.url).pathname;
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build (npm run bench:dns does)`);
-  const entry = launch('portcullis', SERVER_CPU, process.execPath, [cli, 'start', '--config', config]);
+  const entry = launch(name, SERVER_CPU, process.execPath, [cli, 'start', '--config', config]);
   // The "dns listening" log line carries the UDP port portcullis bound.
   const port = await new Promise<number>((resolve, reject) => {
     let buffered = '';
@@ -309,9 +323,11 @@ async function startDnsmasq(upstreamPort: number, domains: string[]): Promise<{ 
   return { entry, port };
 }
 
-async function startUnbound(upstreamPort: number, domains: string[]): Promise<{ entry: Running; port: number }> {
+/** `forward` is the forward-zone's lines (plain by default); `extra` more server: lines. */
+async function startUnbound(upstreamPort: number, domains: string[], options: { name?: string; forward?: string[]; extra?: string[] } = {}): Promise<{ entry: Running; port: number }> {
   const port = await freePort();
-  const conf = join(dir, 'unbound.conf');
+  const name = options.name ?? 'unbound';
+  const conf = join(dir, `${name}.conf`);
   writeFileSync(
     conf,
     [
@@ -336,15 +352,16 @@ async function startUnbound(upstreamPort: number, domains: string[]): Promise<{ 
       '  rrset-cache-size: 64m',
       '  msg-cache-slabs: 1',
       '  rrset-cache-slabs: 1',
+      ...(options.extra ?? []),
       ...domains.map((d) => `  local-zone: "${d}." always_nxdomain`),
       'forward-zone:',
       '  name: "."',
-      `  forward-addr: 127.0.0.1@${upstreamPort}`,
+      ...(options.forward ?? [`  forward-addr: 127.0.0.1@${upstreamPort}`]),
       '',
     ].join('\n'),
   );
   execFileSync('unbound-checkconf', [conf], { stdio: 'pipe' });
-  const entry = launch('unbound', SERVER_CPU, '/usr/sbin/unbound', ['-d', '-c', conf]);
+  const entry = launch(name, SERVER_CPU, '/usr/sbin/unbound', ['-d', '-c', conf]);
   await waitReady(entry, port);
   return { entry, port };
 }
@@ -611,7 +628,8 @@ const METRICS = [
   { key: 'dnsperfCpuPct', label: 'dnsperf CPU %', digits: 0 },
 ] as const;
 
-async function main(): Promise<void> {
+/** cache-hit, blocked, mixed: portcullis, dnsmasq and unbound side by side, plus the Node echo ceiling. */
+async function comparePhase(): Promise<Record<string, unknown>> {
   const domains = coreDomains();
   const blocked = blockedNames(domains);
   const files: Record<Workload, string> = { 'cache-hit': join(dir, 'cache-hit.txt'), blocked: join(dir, 'blocked.txt'), mixed: join(dir, 'mixed.txt') };
@@ -625,7 +643,7 @@ async function main(): Promise<void> {
   const upstreamPort = await startUpstream();
   const upstream = running.find((r) => r.name === 'upstream')!;
   const servers: Record<ServerName, { entry: Running; port: number }> = {
-    portcullis: await startPortcullis(upstreamPort),
+    portcullis: await startPortcullis(`127.0.0.1:${upstreamPort}`),
     dnsmasq: await startDnsmasq(upstreamPort, domains),
     unbound: await startUnbound(upstreamPort, domains),
     'node-echo': await startEcho(),
@@ -749,10 +767,136 @@ async function main(): Promise<void> {
     console.log(`target ${workload} QPS >= 1.0x dnsmasq: ${ratio.toFixed(2)}x — ${ratio >= 1 ? 'met' : ratio >= 0.8 ? 'below target' : 'NOT DONE (< 0.8x): profile portcullis'}`);
   }
 
+  await stopAll();
+  running.splice(0);
+  return { ...meta, nodeEchoCacheHitQps: echoQps, table, raw: results };
+}
+
+// ---------------------------------------------------------------------------------------------
+// misses: plain and DoT upstreams
+
+/** An unbound on the load CPU answering every name under MISS_ZONE, over plain DNS and over TLS. */
+async function startMissUpstream(pki: { cert: string; key: string }): Promise<{ entry: Running; plainPort: number; tlsPort: number }> {
+  const plainPort = await freePort();
+  const tlsPort = await freePort();
+  const conf = join(dir, 'miss-upstream.conf');
+  writeFileSync(
+    conf,
+    [
+      'server:',
+      `  interface: 127.0.0.1@${plainPort}`,
+      `  interface: 127.0.0.1@${tlsPort}`,
+      `  tls-port: ${tlsPort}`,
+      `  tls-service-pem: "${pki.cert}"`,
+      `  tls-service-key: "${pki.key}"`,
+      '  do-ip6: no',
+      '  num-threads: 1',
+      '  do-daemonize: no',
+      `  directory: "${dir}"`,
+      '  chroot: ""',
+      '  username: ""',
+      '  logfile: ""',
+      '  use-syslog: no',
+      '  pidfile: ""',
+      '  verbosity: 0',
+      '  access-control: 127.0.0.0/8 allow',
+      '  module-config: "iterator"',
+      '  incoming-num-tcp: 100',
+      '  tcp-idle-timeout: 120000',
+      `  local-zone: "${MISS_ZONE}." redirect`,
+      `  local-data: "${MISS_ZONE}. 3600 IN A ${UPSTREAM_ANSWER}"`,
+      '',
+    ].join('\n'),
+  );
+  execFileSync('unbound-checkconf', [conf], { stdio: 'pipe' });
+  const entry = launch('miss-upstream', LOAD_CPU, '/usr/sbin/unbound', ['-d', '-c', conf]);
+  await waitReady(entry, plainPort);
+  return { entry, plainPort, tlsPort };
+}
+
+const MISS_SERVERS = ['portcullis-plain', 'portcullis-dot', 'unbound-plain', 'unbound-dot'] as const;
+type MissServer = (typeof MISS_SERVERS)[number];
+
+/** Every query a new name, so every one goes upstream: plain DNS against DoT, portcullis against unbound. */
+async function missPhase(): Promise<Record<string, unknown>> {
+  const pki = await makeTestPki(dir, [TLS_NAME]);
+  const upstream = await startMissUpstream(pki);
+  const plain = `127.0.0.1:${upstream.plainPort}`;
+  const servers: Record<MissServer, { entry: Running; port: number }> = {
+    'portcullis-plain': await startPortcullis(plain, 'portcullis-plain'),
+    'portcullis-dot': await startPortcullis(`tls://127.0.0.1:${upstream.tlsPort}#${TLS_NAME}`, 'portcullis-dot', pki.ca),
+    'unbound-plain': await startUnbound(upstream.plainPort, [], { name: 'unbound-plain' }),
+    'unbound-dot': await startUnbound(upstream.plainPort, [], {
+      name: 'unbound-dot',
+      extra: [`  tls-cert-bundle: "${pki.ca}"`],
+      forward: ['  forward-tls-upstream: yes', `  forward-addr: 127.0.0.1@${upstream.tlsPort}#${TLS_NAME}`],
+    }),
+  };
+  for (const name of MISS_SERVERS) {
+    const answer = await probe(servers[name].port, `check.${MISS_ZONE}`, 2000);
+    if (answer?.rcode !== 0 || answer.answers < 1) throw new Error(`${name}: check.${MISS_ZONE} got ${JSON.stringify(answer)}, want NOERROR with an answer`);
+  }
+  const file = join(dir, 'miss.txt');
+  const writeMisses = (tag: string): Promise<void> => writeLines(file, MIXED_LINES_PER_SEC * Math.max(DURATION_SEC, WARMUP_SEC), (i) => `m${i.toString(36)}.${tag}.${MISS_ZONE}`);
+  if (WARMUP_SEC > 0) {
+    console.log(`misses: warming up (${WARMUP_SEC}s per server)…`);
+    for (const name of MISS_SERVERS) {
+      await writeMisses(`warm-${name}`);
+      await dnsperf(servers[name].entry, servers[name].port, upstream.entry, file, WARMUP_SEC, false);
+    }
+  }
+  const raw: Record<string, PerfResult[]> = {};
+  for (let run = 0; run < RUNS; run++) {
+    for (const name of MISS_SERVERS) {
+      await writeMisses(`r${run}-${name}`);
+      const r = await dnsperf(servers[name].entry, servers[name].port, upstream.entry, file, DURATION_SEC, true);
+      if (r === null) throw new Error('dnsperf gave no result');
+      console.log(`run ${run + 1}/${RUNS} miss ${name.padEnd(16)} ${r.qps.toFixed(0).padStart(7)} qps  p99 ${r.p99Ms.toFixed(3)} ms  lost ${r.lost}  cpu server ${r.serverCpuPct.toFixed(0)}% other ${r.otherCpuPct.toFixed(0)}%  rcodes ${JSON.stringify(r.rcodes)}`);
+      (raw[name] ??= []).push(r);
+    }
+  }
+  const row = (name: MissServer): Record<string, number> => {
+    const rs = raw[name]!;
+    const qps = median(rs.map((r) => r.qps));
+    const cpu = median(rs.map((r) => r.serverCpuPct));
+    return { qps, p50Ms: median(rs.map((r) => r.p50Ms)), p99Ms: median(rs.map((r) => r.p99Ms)), lost: median(rs.map((r) => r.lost)), serverCpuPct: cpu, cpuUsPerQuery: ((cpu / 100) * 1e6) / qps };
+  };
+  const table = Object.fromEntries(MISS_SERVERS.map((name) => [name, row(name)])) as Record<MissServer, Record<string, number>>;
+  const cost = (server: 'portcullis' | 'unbound'): Record<string, number> => {
+    const p = table[`${server}-plain`];
+    const d = table[`${server}-dot`];
+    return { cpuUsPerQuery: d.cpuUsPerQuery! - p.cpuUsPerQuery!, p50Ms: d.p50Ms! - p.p50Ms!, qpsRatio: d.qps! / p.qps! };
+  };
+  const encryptionCost = { portcullis: cost('portcullis'), unbound: cost('unbound') };
+  console.log('');
+  console.log(`misses (every query upstream; upstream unbound on CPU ${LOAD_CPU}, plain and DoT) — median of ${RUNS} runs of ${DURATION_SEC}s`);
+  const w = [18, 9, 9, 9, 8, 13];
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' ');
+  console.log(line(['server', 'QPS', 'p50 ms', 'p99 ms', 'CPU %', 'CPU µs/query']));
+  for (const name of MISS_SERVERS) {
+    const r = table[name];
+    console.log(line([name, r.qps!.toFixed(0), r.p50Ms!.toFixed(3), r.p99Ms!.toFixed(3), r.serverCpuPct!.toFixed(0), r.cpuUsPerQuery!.toFixed(1)]));
+  }
+  for (const transport of ['plain', 'dot'] as const) {
+    console.log(`portcullis/unbound ${transport}: QPS ${(table[`portcullis-${transport}`].qps! / table[`unbound-${transport}`].qps!).toFixed(2)}x, CPU per query ${(table[`portcullis-${transport}`].cpuUsPerQuery! / table[`unbound-${transport}`].cpuUsPerQuery!).toFixed(2)}x`);
+  }
+  for (const server of ['portcullis', 'unbound'] as const) {
+    const c = encryptionCost[server];
+    console.log(`cost of encryption per query, ${server}: ${c.cpuUsPerQuery! >= 0 ? '+' : ''}${c.cpuUsPerQuery!.toFixed(1)} µs CPU, ${c.p50Ms! >= 0 ? '+' : ''}${(c.p50Ms! * 1000).toFixed(0)} µs p50, DoT QPS ${c.qpsRatio!.toFixed(2)}x plain`);
+  }
+  await stopAll();
+  running.splice(0);
+  return { table, encryptionCost, raw };
+}
+
+async function main(): Promise<void> {
+  const compare = PHASES === 'miss' ? null : await comparePhase();
+  const miss = PHASES === 'compare' ? null : await missPhase();
   const resultsDir = new URL('./results/', import.meta.url);
   mkdirSync(resultsDir, { recursive: true });
-  const out = new URL(`dns-${meta.date.slice(0, 10)}.json`, resultsDir);
-  writeFileSync(out, `${JSON.stringify({ ...meta, nodeEchoCacheHitQps: echoQps, table, raw: results }, null, 2)}\n`);
+  const date = new Date().toISOString();
+  const out = new URL(`dns-${date.slice(0, 10)}${PHASES === 'all' ? '' : `-${PHASES}`}.json`, resultsDir);
+  writeFileSync(out, `${JSON.stringify({ date, node: process.version, commit: commit(), ...(compare ?? {}), ...(miss === null ? {} : { miss }) }, null, 2)}\n`);
   console.log(`\nwrote ${out.pathname}`);
 }
 
