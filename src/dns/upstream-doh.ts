@@ -24,7 +24,9 @@ interface DohSession {
 export class DohChannel implements UpstreamChannel {
   private current: DohSession | null = null;
   private readonly dialer: TlsDialer;
+  /** The :authority the server sees: the certificate's name, not the address dialled. */
   private readonly authority: string;
+  private readonly path: string;
   private isClosed = false;
 
   constructor(
@@ -35,8 +37,6 @@ export class DohChannel implements UpstreamChannel {
     this.authority = `https://${target.name.includes(':') ? `[${target.name}]` : target.name}:${target.port}`;
     this.path = target.path;
   }
-
-  private readonly path: string;
 
   send(query: Buffer, done: (outcome: ChannelOutcome) => void): () => void {
     const entry: DohQuery = { query, done, hasRetried: false, isSettled: false, stream: null };

@@ -263,8 +263,9 @@ describe('CLI parity: apps and rules through the API', () => {
   it('SIGHUP rotates admin tokens and keeps serving; SIGTERM exits 0', async () => {
     const rotated = 'rotated-token-0123456789abcdef';
     await writeFile(config, (await readFile(config, 'utf8')).replace(WRITE_TOKEN, rotated));
+    const before = gateway.logs.length; // earlier tests reloaded too: wait for this reload's line
     gateway.child.kill('SIGHUP');
-    await waitFor(() => Promise.resolve(gateway.logs.some((l) => l.msg === 'reloaded')), 5_000, 'the reload');
+    await waitFor(() => Promise.resolve(gateway.logs.slice(before).some((l) => l.msg === 'reloaded')), 5_000, 'the reload');
     expect((await resolveA(gateway.dnsPort, LINE_NAME))?.rcode).toBe(NXDOMAIN);
     expect((await api(gateway.adminUrl, 'GET', '/v1/apps', undefined, WRITE_TOKEN)).status).toBe(401);
     expect((await api(gateway.adminUrl, 'GET', '/v1/apps', undefined, rotated)).status).toBe(200);

@@ -63,6 +63,7 @@ describe('loadConfigChecked: defaults', () => {
       dns: {
         listen: '127.0.0.1:5353',
         upstreams: ['1.1.1.1:53'],
+        upstreamCa: null,
         blockMode: 'nxdomain',
         negativeTtlSec: 60,
         allowClients: null,
@@ -264,6 +265,20 @@ describe('loadConfigChecked: problems in the file', () => {
   it('accepts upstreams without a port and in [v6]:port form', async () => {
     const { result } = await loadFile(['dns:', '  upstreams: [9.9.9.9, "[2606:4700:4700::1111]:53"]']);
     expect(valid(result).dns.upstreams).toEqual(['9.9.9.9', '[2606:4700:4700::1111]:53']);
+  });
+
+  it('accepts DoT and DoH upstreams; names the field of one given by host name or with an unknown scheme', async () => {
+    const { result } = await loadFile(['dns:', '  upstreams: ["tls://9.9.9.9#dns.quad9.net", "https://8.8.8.8/dns-query#dns.google"]', '  upstreamCa: ca.pem']);
+    const config = valid(result);
+    expect(config.dns.upstreams).toEqual(['tls://9.9.9.9#dns.quad9.net', 'https://8.8.8.8/dns-query#dns.google']);
+    expect(config.dns.upstreamCa).toMatch(/\/ca\.pem$/);
+    const bad = await loadFile(['dns:', '  upstreams: ["https://dns.google/dns-query", "quic://1.1.1.1"]']);
+    expect(bad.result.problems.map((p) => [p.field, p.line])).toEqual([
+      ['dns.upstreams[0]', 2],
+      ['dns.upstreams[1]', 2],
+    ]);
+    expect(bad.result.problems[0]?.message).toMatch(/must be an IP address/);
+    expect(bad.result.problems[1]?.message).toMatch(/unknown scheme/);
   });
 
   it('rejects an empty upstream list', async () => {
@@ -674,6 +689,7 @@ describe('CONFIG_KEYS', () => {
       'dns.doh.path': 'PORTCULLIS_DNS_DOH_PATH',
       'dns.workers': 'PORTCULLIS_DNS_WORKERS',
       'dns.udpBatching': 'PORTCULLIS_DNS_UDP_BATCHING',
+      'dns.upstreamCa': 'PORTCULLIS_DNS_UPSTREAM_CA',
       'proxy.tls.listen': 'PORTCULLIS_PROXY_TLS_LISTEN',
       'proxy.tls.upstreamPort': 'PORTCULLIS_PROXY_TLS_UPSTREAM_PORT',
       'proxy.http.listen': 'PORTCULLIS_PROXY_HTTP_LISTEN',
@@ -745,6 +761,7 @@ describe('CONFIG_KEYS', () => {
       PORTCULLIS_DNS_DOH_PATH: '/q',
       PORTCULLIS_DNS_WORKERS: '2',
       PORTCULLIS_DNS_UDP_BATCHING: 'false',
+      PORTCULLIS_DNS_UPSTREAM_CA: '/etc/portcullis/upstream-ca.pem',
       PORTCULLIS_PROXY_TLS_LISTEN: '127.0.0.1:443',
       PORTCULLIS_PROXY_TLS_UPSTREAM_PORT: '8443',
       PORTCULLIS_PROXY_HTTP_LISTEN: '127.0.0.1:80',
@@ -791,6 +808,7 @@ describe('CONFIG_KEYS', () => {
     expect(config.log.level).toBe('debug');
     expect(config.proxy.transparent).toEqual({ mode: 'tproxy', tcp: '0.0.0.0:15001', quic: '0.0.0.0:15443', firstDataTimeoutMs: 500, quicIdleTimeoutMs: 20_000, quicMaxFlows: 500 });
     expect(config.nftables).toEqual({ file: '/var/lib/portcullis/ip-layer.nft', apply: true, table: 'gate' });
+    expect(config.dns.upstreamCa).toBe('/etc/portcullis/upstream-ca.pem');
     expect(config.proxy).toMatchObject({
       blockAction: 'rst',
       maxConnections: 100,
