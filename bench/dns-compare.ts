@@ -848,11 +848,19 @@ async function missPhase(): Promise<Record<string, unknown>> {
   const raw: Record<string, PerfResult[]> = {};
   for (let run = 0; run < RUNS; run++) {
     for (const name of MISS_SERVERS) {
-      await writeMisses(`r${run}-${name}`);
-      const r = await dnsperf(servers[name].entry, servers[name].port, upstream.entry, file, DURATION_SEC, true);
-      if (r === null) throw new Error('dnsperf gave no result');
-      console.log(`run ${run + 1}/${RUNS} miss ${name.padEnd(16)} ${r.qps.toFixed(0).padStart(7)} qps  p99 ${r.p99Ms.toFixed(3)} ms  lost ${r.lost}  cpu server ${r.serverCpuPct.toFixed(0)}% other ${r.otherCpuPct.toFixed(0)}%  rcodes ${JSON.stringify(r.rcodes)}`);
-      (raw[name] ??= []).push(r);
+      // As above: a run other processes took CPU from is run again; the least disturbed is kept.
+      let best: PerfResult | null = null;
+      for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+        await writeMisses(`r${run}-${name}-a${attempt}`);
+        const r = await dnsperf(servers[name].entry, servers[name].port, upstream.entry, file, DURATION_SEC, true);
+        if (r === null) throw new Error('dnsperf gave no result');
+        r.attempts = attempt;
+        if (best === null || r.otherCpuPct < best.otherCpuPct) best = r;
+        console.log(`run ${run + 1}/${RUNS} miss ${name.padEnd(16)} ${r.qps.toFixed(0).padStart(7)} qps  p99 ${r.p99Ms.toFixed(3)} ms  lost ${r.lost}  cpu server ${r.serverCpuPct.toFixed(0)}% other ${r.otherCpuPct.toFixed(0)}%  rcodes ${JSON.stringify(r.rcodes)}`);
+        if (r.otherCpuPct <= MAX_OTHER_PCT) break;
+        await new Promise((resolve) => setTimeout(resolve, 3000 * attempt));
+      }
+      (raw[name] ??= []).push(best!);
     }
   }
   const row = (name: MissServer): Record<string, number> => {

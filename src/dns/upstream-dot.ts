@@ -14,6 +14,7 @@ interface DotConnection extends DialedSocket {
   /** Replies received: a connection that answered before is one the server may close while idle. */
   answered: number;
   handshakeTimer: NodeJS.Timeout | null;
+  isCorked: boolean;
 }
 
 /**
@@ -59,6 +60,15 @@ export class DotChannel implements UpstreamChannel {
     const frame = Buffer.allocUnsafe(2 + entry.query.length);
     frame.writeUInt16BE(entry.query.length, 0);
     entry.query.copy(frame, 2);
+    // Queries sent in one tick leave together: one TLS record and one write, not one per query.
+    if (!connection.isCorked) {
+      connection.isCorked = true;
+      connection.socket.cork();
+      process.nextTick(() => {
+        connection.isCorked = false;
+        connection.socket.uncork();
+      });
+    }
     connection.socket.write(frame);
   }
 
@@ -70,7 +80,7 @@ export class DotChannel implements UpstreamChannel {
   }
 
   private open(): DotConnection {
-    const connection: DotConnection = Object.assign(this.dialer.dial(), { pending: new Map<number, DotQuery>(), answered: 0, handshakeTimer: null });
+    const connection: DotConnection = Object.assign(this.dialer.dial(), { pending: new Map<number, DotQuery>(), answered: 0, handshakeTimer: null, isCorked: false });
     const { socket } = connection;
     this.connection = connection;
     socket.unref(); // the pool never holds the process open
