@@ -5,6 +5,7 @@ import { locateIn, parseYaml, schemaProblems, type Problem } from '../config/yam
 import { PortcullisError, errorMessage, formatLocation } from '../errors.js';
 import { formatCidr, parseCidr, type ParsedCidr } from '../match/ip.js';
 import { parseRuleName } from '../match/name.js';
+import { isNamePattern, parseNamePattern, type NamePattern } from '../match/name-pattern.js';
 import { formatPortRange, parsePortRange, type PortRange } from '../match/ports.js';
 import { APP_IDS, type AppId, type Tier } from './apps.js';
 import { CatalogAppSchema, type CatalogAppFile } from './schema.js';
@@ -12,8 +13,11 @@ import { CatalogAppSchema, type CatalogAppFile } from './schema.js';
 export const DEFAULT_CATALOG_DIR = fileURLToPath(new URL('../../blocklists/', import.meta.url));
 
 export interface CatalogDomain {
+  /** The name, or for match 'pattern' the pattern's text (`katalk-*.kgslb.com`). */
   name: string;
-  match: 'suffix' | 'exact';
+  /** suffix: the name and its subdomains; exact: the name only; pattern: a label pattern (match/name-pattern.ts). */
+  match: 'suffix' | 'exact' | 'pattern';
+  pattern: NamePattern | null;
   tier: Tier;
   source: readonly string[];
 }
@@ -68,11 +72,13 @@ function compileApp(file: string, raw: CatalogAppFile, lineOf: (path: (string | 
   const seenDomains = new Set<string>();
   raw.domains.forEach((entry, i) => {
     try {
-      const name = parseRuleName(entry.value);
+      const pattern = isNamePattern(entry.value) ? parseNamePattern(entry.value) : null;
+      if (pattern !== null && entry.match === 'exact') at(['domains', i, 'match'], `domains[${i}].match`, 'a label pattern covers its subdomains: it cannot be exact');
+      const name = pattern?.text ?? parseRuleName(entry.value);
       if (name !== entry.value) at(['domains', i, 'value'], `domains[${i}].value`, `write "${entry.value}" as "${name}"`);
       if (seenDomains.has(name)) at(['domains', i, 'value'], `domains[${i}].value`, `duplicate domain ${name}`);
       seenDomains.add(name);
-      domains.push({ name, match: entry.match ?? 'suffix', tier: entry.tier, source: sourceList(entry.source) });
+      domains.push({ name, match: pattern === null ? (entry.match ?? 'suffix') : 'pattern', pattern, tier: entry.tier, source: sourceList(entry.source) });
     } catch (e: unknown) {
       at(['domains', i, 'value'], `domains[${i}].value`, errorMessage(e));
     }

@@ -30,7 +30,7 @@ export type MinutesQuery = Static<typeof MinutesQuery>;
 export const RuleInput = Type.Object(
   {
     type: Type.Union([Type.Literal('domain'), Type.Literal('cidr'), Type.Literal('port')]),
-    value: Type.String({ minLength: 1, maxLength: 300, description: 'kakao.com (subdomains included), 147.92.128.0/17, or tcp/5223 / udp/1000-2000' }),
+    value: Type.String({ minLength: 1, maxLength: 300, description: 'kakao.com (subdomains included), a label pattern katalk-*.kgslb.com, 147.92.128.0/17, or tcp/5223 / udp/1000-2000' }),
     action: Type.Union([Type.Literal('block'), Type.Literal('allow')]),
     app: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'attribute the rule to a catalog app (it then follows the app switch)' })),
     comment: Type.Optional(Type.Union([Type.String({ maxLength: 500 }), Type.Null()])),

@@ -2,6 +2,7 @@ import { isAppId, type AppId } from '../catalog/index.js';
 import { PortcullisError } from '../errors.js';
 import { formatCidr, parseCidr } from '../match/ip.js';
 import { parseRuleName } from '../match/name.js';
+import { isNamePattern, parseNamePattern } from '../match/name-pattern.js';
 import { formatPortSpec, parsePortSpec } from '../match/ports.js';
 import type { Action } from './rule.js';
 
@@ -27,7 +28,8 @@ export interface AdminRuleInput {
 
 /**
  * Checks an admin rule and returns its normalised value: a domain as `kakao.com` (a leading
- * `*.` is accepted: a domain rule always covers subdomains), a CIDR in canonical form, a port
+ * `*.` is accepted: a domain rule always covers subdomains) or a label pattern
+ * (`katalk-*.kgslb.com`, match/name-pattern.ts), a CIDR in canonical form, a port
  * as `tcp/N[-M]`, `udp/N[-M]` or a bare `N[-M]` (TCP and UDP). Throws PCL_ERR_INVALID_NAME,
  * _CIDR, _PORT or _UNKNOWN_APP.
  */
@@ -44,8 +46,10 @@ export function normalizeAdminRule(input: AdminRuleInput): Omit<AdminRule, 'id'>
 
 export function normalizeRuleValue(type: AdminRuleType, value: string): string {
   switch (type) {
-    case 'domain':
-      return parseRuleName(value.trim().replace(/^\*\./, ''));
+    case 'domain': {
+      const name = value.trim().replace(/^\*\./, '');
+      return isNamePattern(name) ? parseNamePattern(name).text : parseRuleName(name);
+    }
     case 'cidr':
       return formatCidr(parseCidr(value));
     case 'port':

@@ -1,5 +1,6 @@
 import type { AppId, Catalog } from '../catalog/index.js';
 import { parseCidr, type ParsedCidr } from '../match/ip.js';
+import { isNamePattern, parseNamePattern } from '../match/name-pattern.js';
 import { PortSet, parsePortSpec } from '../match/ports.js';
 import type { AdminRule } from './admin-rule.js';
 import { RuleIndexBuilder, type RuleIndex } from './rule-index.js';
@@ -18,9 +19,10 @@ export function compileOverlay(catalog: Catalog, adminRules: readonly AdminRule[
   for (const app of catalog.values()) {
     const origin = `catalog:${app.id}`;
     for (const domain of app.domains) {
-      const kind = domain.match === 'suffix' ? 'domain' : 'host';
+      const kind = domain.match === 'exact' ? 'host' : 'domain';
       const rule = builder.addRule({ action: 'block', app: app.id, tier: domain.tier, kind, origin, portScope: 'all', ports: null, value: domain.name });
-      builder.addName(domain.name, domain.match, rule);
+      if (domain.pattern !== null) builder.addPattern(domain.pattern, rule);
+      else builder.addName(domain.name, domain.match === 'exact' ? 'exact' : 'suffix', rule);
     }
     for (const cidr of app.cidrs) {
       const portScope = cidr.scope === 'app-ports' ? 'app' : 'all';
@@ -49,7 +51,8 @@ function addAdminRule(builder: RuleIndexBuilder, admin: AdminRule): void {
   switch (admin.type) {
     case 'domain': {
       const rule = builder.addRule({ ...base, kind: 'domain', portScope: 'all', ports: null, value: admin.value });
-      builder.addName(admin.value, 'suffix', rule);
+      if (isNamePattern(admin.value)) builder.addPattern(parseNamePattern(admin.value), rule);
+      else builder.addName(admin.value, 'suffix', rule);
       return;
     }
     case 'cidr': {

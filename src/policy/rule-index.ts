@@ -2,6 +2,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { CidrTrie } from '../match/cidr-trie.js';
 import { NameFilter, reverseNameHash } from '../match/name-filter.js';
 import type { ParsedCidr } from '../match/ip.js';
+import type { NamePattern } from '../match/name-pattern.js';
 import type { CompiledRule } from './rule.js';
 
 /**
@@ -31,6 +32,16 @@ export interface RuleIndex {
   readonly v4: CidrTrie;
   readonly v6: CidrTrie;
   readonly groups: readonly (readonly number[])[];
+  /** Label patterns (`katalk-*.kgslb.com`) by their parent; a handful at most, so looked at one by one. */
+  readonly patterns: ReadonlyMap<string, readonly PatternEntry[]>;
+}
+
+/** One label pattern and the rules behind it (a reference, as for names). */
+export interface PatternEntry {
+  readonly prefix: string;
+  readonly suffix: string;
+  readonly text: string;
+  readonly ref: number;
 }
 
 export class RuleIndexBuilder {
@@ -47,6 +58,7 @@ export class RuleIndexBuilder {
   private readonly v4 = new CidrTrie(32);
   private readonly v6 = new CidrTrie(128);
   private readonly groups: number[][] = [];
+  private readonly patterns = new Map<string, PatternEntry[]>();
 
   /** `expectedNames` sizes the shards and filters; a small index may leave it out. */
   constructor(expectedNames = 0) {
@@ -97,6 +109,21 @@ export class RuleIndexBuilder {
       if (!this.exactFilter.fits(this.exactCount)) this.exactFilter = this.refill(this.exact, this.exactCount);
       this.exactFilter.add(hash);
     }
+  }
+
+  /** A label pattern: matched at the level of its label, with subdomains, like a suffix name. */
+  addPattern(pattern: NamePattern, ruleIndex: number): void {
+    const entries = this.patterns.get(pattern.parent) ?? [];
+    const at = entries.findIndex((e) => e.text === pattern.text);
+    const existing = at === -1 ? undefined : entries[at]!.ref;
+    const merged = this.merge(existing, ruleIndex);
+    if (merged === existing) return;
+    const entry: PatternEntry = { prefix: pattern.prefix, suffix: pattern.suffix, text: pattern.text, ref: merged };
+    if (at === -1) entries.push(entry);
+    else entries[at] = entry;
+    this.patterns.set(pattern.parent, entries);
+    this.entryCounts[ruleIndex]!++;
+    this.labelCounts |= labelCountBit(pattern.text);
   }
 
   addCidr(cidr: ParsedCidr, ruleIndex: number): void {
@@ -165,6 +192,7 @@ export class RuleIndexBuilder {
       v4: this.v4,
       v6: this.v6,
       groups: this.groups,
+      patterns: this.patterns,
     };
   }
 

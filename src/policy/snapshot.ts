@@ -1,5 +1,6 @@
 import type { AppId } from '../catalog/index.js';
 import { formatCidr, maskWords, parseIp, type ParsedCidr, type ParsedIp } from '../match/ip.js';
+import { labelFits } from '../match/name-pattern.js';
 import { normalizeQueryName } from '../match/name.js';
 import { nextReverseHash, REVERSE_HASH_START } from '../match/name-filter.js';
 import { PortSet, type Protocol } from '../match/ports.js';
@@ -259,7 +260,9 @@ export class PolicySnapshot {
 function matchName(index: RuleIndex, active: Uint8Array, name: string, start: number, hash: number): CompiledRule | null {
   const maySuffix = index.suffixFilter.mayHave(hash);
   const mayExact = start === 0 && index.exactFilter.mayHave(hash);
-  if (!maySuffix && !mayExact) return null;
+  const pattern = index.patterns.size === 0 ? null : matchPattern(index, active, name, start);
+  if (pattern !== null && pattern.action === 'allow') return pattern;
+  if (!maySuffix && !mayExact) return pattern;
   const key = start === 0 ? name : name.slice(start);
   const shard = hash & index.shardMask;
   let exact: CompiledRule | null = null;
@@ -271,7 +274,23 @@ function matchName(index: RuleIndex, active: Uint8Array, name: string, start: nu
   const ref = maySuffix ? index.suffix[shard]!.get(key) : undefined;
   const suffix = ref === undefined ? null : pick(index, active, ref, null, null, 'tcp', EMPTY_PORTS);
   if (suffix !== null && suffix.action === 'allow') return suffix;
-  return exact ?? suffix;
+  return exact ?? suffix ?? pattern;
+}
+
+/** The label patterns whose parent is what follows this level's first label, and whose label fits it. */
+function matchPattern(index: RuleIndex, active: Uint8Array, name: string, start: number): CompiledRule | null {
+  const dot = name.indexOf('.', start);
+  if (dot === -1) return null;
+  const entries = index.patterns.get(name.slice(dot + 1));
+  if (entries === undefined) return null;
+  const label = name.slice(start, dot);
+  let found: CompiledRule | null = null;
+  for (const entry of entries) {
+    if (!labelFits(entry, label)) continue;
+    const rule = pick(index, active, entry.ref, null, null, 'tcp', EMPTY_PORTS);
+    if (rule !== null && (found === null || rule.action === 'allow')) found = rule;
+  }
+  return found;
 }
 
 /**

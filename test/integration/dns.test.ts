@@ -126,6 +126,15 @@ const BASE_RECORDS: Record<string, FakeRecord[]> = {
   'mozilla.cloudflare-dns.com': [{ type: 'A', value: '203.0.113.40' }],
   'use-application-dns.net': [{ type: 'A', value: '203.0.113.41' }],
   'doh-curl.example.net': [{ type: 'A', value: '127.0.0.1' }],
+  // Kakao's shared GSLB zone, as public DNS answers it (catalog precision: only KakaoTalk's labels are blocked).
+  'www.daum.net': [{ type: 'CNAME', value: 'www-daum-uj2suuqw.kgslb.com' }],
+  'www-daum-uj2suuqw.kgslb.com': [{ type: 'A', value: '211.249.220.24' }],
+  'jvvp.tistory.com': [{ type: 'CNAME', value: 'wildcard-tistory-fz0x1pwf.kgslb.com' }],
+  'wildcard-tistory-fz0x1pwf.kgslb.com': [{ type: 'A', value: '211.249.222.33' }],
+  'p1-play.kgslb.com': [{ type: 'A', value: '211.249.221.10' }],
+  'katalk.kakao.com': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
+  'katalk-fo6ld96d.kgslb.com': [{ type: 'A', value: '211.249.219.27' }],
+  'chat.partner-gateway.example': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
   ...Object.fromEntries(APP_NAMES.map(([name]) => [name, [{ type: 'A' as const, value: '203.0.113.99' }]])),
 };
 
@@ -302,6 +311,21 @@ describe('resolving and response inspection', () => {
       expect(result.ede).toEqual({ code: 15, text: 'kakaotalk' });
     }
     expect(r.upstream.queries.some((q) => q.name === 'cloak.example.net')).toBe(true);
+  });
+
+  it('Kakao\'s shared GSLB zone: Daum, Tistory and PotPlayer resolve through it; KakaoTalk\'s own labels are blocked, directly and as a CNAME target', async () => {
+    const [daum, tistory, potplayer] = await dig(r.port, ['www.daum.net', 'A', 'jvvp.tistory.com', 'A', 'p1-play.kgslb.com', 'A']);
+    expect(daum?.status).toBe('NOERROR');
+    expect(daum?.answers.map((a) => a.data)).toEqual(['www-daum-uj2suuqw.kgslb.com.', '211.249.220.24']);
+    expect(tistory?.answers.map((a) => a.data)).toEqual(['wildcard-tistory-fz0x1pwf.kgslb.com.', '211.249.222.33']);
+    expect(potplayer?.answers.map((a) => a.data)).toEqual(['211.249.221.10']);
+    const [direct, viaKakao, viaOther] = await dig(r.port, ['katalk-fo6ld96d.kgslb.com', 'A', 'katalk.kakao.com', 'A', 'chat.partner-gateway.example', 'A']);
+    for (const blocked of [direct, viaKakao, viaOther]) {
+      expect(blocked?.status).toBe('NXDOMAIN');
+      expect(blocked?.ede).toEqual({ code: 15, text: 'kakaotalk' });
+    }
+    // The name outside kakao.com went upstream and was blocked on its CNAME target, not on its own name.
+    expect(r.upstream.queries.some((q) => q.name === 'chat.partner-gateway.example')).toBe(true);
   });
 
   it('an A answer inside 147.92.128.0/17 (LINE) is blocked; one just outside is not', async () => {

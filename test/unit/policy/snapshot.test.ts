@@ -26,6 +26,40 @@ function list(partial: Partial<ListEntries>): ListEntries {
 
 const dns = (name: string): DecisionQuery => ({ name, layer: 'dns' });
 
+describe('shared zones: label patterns instead of whole domains', () => {
+  it('blocks KakaoTalk\'s own GSLB labels and their subdomains, nothing else of kgslb.com or kakaocdn.net', () => {
+    const e = engine();
+    for (const name of ['katalk-fo6ld96d.kgslb.com', 'KATALK-X1.kgslb.com', 'a.katalk-fo6ld96d.kgslb.com']) {
+      expect(e.decide(dns(name)), name).toEqual({ verdict: 'block', app: 'kakaotalk', rule: 'domain:katalk-*.kgslb.com', layer: 'dns' });
+    }
+    for (const name of ['www-daum-uj2suuqw.kgslb.com', 'wildcard-tistory-fz0x1pwf.kgslb.com', 'p1-play.kgslb.com', 'kgslb.com', 'katalk-.kgslb.com', 'blog.kakaocdn.net', 't1.kakaocdn.net', 'k.kakaocdn.net', 'search1.kakaocdn.net']) {
+      expect(e.decide(dns(name)).verdict, name).toBe('allow');
+    }
+    for (const name of ['p.kakaocdn.net', 'open.kakaocdn.net', 'iopen.kakaocdn.net', 'mk.kakaocdn.net']) expect(e.decide(dns(name)).verdict, name).toBe('block');
+  });
+
+  it('with the extended tier the whole shared zones are blocked again (opt-in)', () => {
+    const e = engine({ extended: ['kakaotalk'] });
+    expect(e.decide(dns('www-daum-uj2suuqw.kgslb.com')).rule).toBe('domain:kgslb.com');
+    expect(e.decide(dns('blog.kakaocdn.net')).rule).toBe('domain:kakaocdn.net');
+  });
+
+  it('admin label patterns: a block pattern, and an allow pattern that wins over a block on the zone', () => {
+    const e = engine({
+      rules: [rule({ type: 'domain', value: 'cdn-*.example.org' }), rule({ type: 'domain', value: 'shared.example' }), rule({ type: 'domain', value: 'public-*.shared.example', action: 'allow' })],
+    });
+    expect(e.decide(dns('cdn-7.example.org')).rule).toBe('domain:cdn-*.example.org');
+    expect(e.decide(dns('img.cdn-7.example.org')).verdict).toBe('block');
+    expect(e.decide(dns('www.example.org')).verdict).toBe('allow');
+    expect(e.decide(dns('private-1.shared.example')).rule).toBe('domain:shared.example');
+    expect(e.decide(dns('public-1.shared.example'))).toMatchObject({ verdict: 'allow', rule: 'domain:public-*.shared.example' });
+  });
+
+  it('switching the app off lifts its patterns', () => {
+    expect(engine({ enabled: ['line'] }).decide(dns('katalk-fo6ld96d.kgslb.com')).verdict).toBe('allow');
+  });
+});
+
 describe('catalog decisions (the issue\'s acceptance list)', () => {
   it.each([
     ['talk-pilsner.kakao.com', 'kakaotalk', 'domain:kakao.com'],
