@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { APP_IDS } from './catalog/index.js';
 import { DEFAULTS, loadConfigChecked, type Config, type Problem } from './config/index.js';
 import { formatLocation, errorMessage, isPortcullisError } from './errors.js';
 import { appViews, checkTarget, parseTarget, type AppView } from './control/index.js';
 import { callApi, type ApiTarget } from './control/client.js';
+import { UpstreamPool, dohResolverNames, explainResolution, type Resolution } from './dns/index.js';
 import { startGateway, loadPolicy } from './gateway.js';
 import { preflight } from './preflight.js';
 import { createLogger, silentLogger } from './observability/logger.js';
-import type { AdminRule, Decision } from './policy/index.js';
+import type { AdminRule, Decision, PolicyEngine } from './policy/index.js';
 import { exportNftables } from './policy/nft-export.js';
 import { writeFileAtomic } from './util/atomic-file.js';
 
@@ -23,8 +25,10 @@ const USAGE = `usage: portcullis <command> [options]
 commands:
   start     [--config FILE]            run the gateway in the foreground (SIGTERM drains, SIGHUP reloads)
   validate  [--config FILE]            check the configuration and list files
-  check     TARGET [--config FILE] [--json]
+  check     TARGET [--config FILE] [--json] [--resolve]
                                        one policy decision: TARGET is a name, an IP, or either with :port
+                                       --resolve: follow the name's live resolution through dns.upstreams
+                                       as the DNS path does (CNAME chain, addresses, a verdict for each)
                                        exit 0 allowed, 3 blocked, 1 error
   apps      [--config FILE] [--json]   the app catalog: id, name, enabled, rule counts
   apps      enable|disable ID          switch an app on a running gateway (admin API)
@@ -55,6 +59,7 @@ interface Args {
   help: boolean;
   version: boolean;
   recover: boolean;
+  resolve: boolean;
   /** --url, --token, --action, --app, --comment. */
   options: Partial<Record<ValueOption, string>>;
 }
@@ -67,7 +72,7 @@ function isValueOption(key: string): key is ValueOption {
 }
 
 function parseArgs(argv: readonly string[]): Args | string {
-  const args: Args = { command: undefined, positionals: [], config: undefined, json: false, overrides: {}, help: false, version: false, recover: false, options: {} };
+  const args: Args = { command: undefined, positionals: [], config: undefined, json: false, overrides: {}, help: false, version: false, recover: false, resolve: false, options: {} };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
@@ -95,6 +100,9 @@ function parseArgs(argv: readonly string[]): Args | string {
         break;
       case 'recover':
         args.recover = true;
+        break;
+      case 'resolve':
+        args.resolve = true;
         break;
       case 'config': {
         const value = takeValue();
@@ -135,7 +143,7 @@ async function loadConfigOrReport(args: Args): Promise<Config | null> {
 async function commandCheck(args: Args): Promise<number> {
   const targetText = args.positionals[0];
   if (targetText === undefined || args.positionals.length > 1) {
-    process.stderr.write('usage: portcullis check TARGET [--config FILE] [--json]\n');
+    process.stderr.write('usage: portcullis check TARGET [--config FILE] [--json] [--resolve]\n');
     return EXIT_ERROR;
   }
   const target = parseTarget(targetText);
@@ -143,12 +151,45 @@ async function commandCheck(args: Args): Promise<number> {
     process.stderr.write(`${target}\n`);
     return EXIT_ERROR;
   }
+  if (args.resolve && target.name === null) {
+    process.stderr.write(`--resolve needs a host name, and ${targetText} is an address\n`);
+    return EXIT_ERROR;
+  }
   const config = await loadConfigOrReport(args);
   if (config === null) return EXIT_ERROR;
   const { engine } = await loadPolicy(config, silentLogger, { offline: true });
+  if (args.resolve && target.name !== null) return checkResolved(targetText, target.name, config, engine, args.json);
   const decision = checkTarget(engine, target);
   printDecision(targetText, decision, args.json);
   return decision.verdict === 'block' ? EXIT_BLOCKED : EXIT_OK;
+}
+
+/** check --resolve: the name through the configured upstreams, judged step by step as the DNS path judges it. */
+async function checkResolved(targetText: string, name: string, config: Config, engine: PolicyEngine, json: boolean): Promise<number> {
+  const ca = config.dns.upstreamCa === null ? null : await readFile(config.dns.upstreamCa, 'utf8');
+  const upstream = new UpstreamPool(config.dns.upstreams, { logger: silentLogger, ca });
+  let resolution: Resolution;
+  try {
+    resolution = await explainResolution(name, { policy: engine, upstream, firefoxCanary: config.dns.bypass.firefoxCanary, dohResolvers: await dohResolverNames(config.dns.bypass.dohResolvers) });
+  } finally {
+    await upstream.close();
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ target: targetText, verdict: resolution.verdict, app: resolution.app, rule: resolution.rule, layer: 'dns', chain: resolution.chain, answers: resolution.answers })}\n`);
+  } else {
+    printDecision(targetText, { verdict: resolution.verdict, app: resolution.app, rule: resolution.rule, layer: 'dns' }, false);
+    const label = (step: Resolution['chain'][number]): string => (step.qtype === null ? step.target : `${step.target} (${step.qtype})`);
+    const width = Math.max(...resolution.chain.map((step) => label(step).length));
+    for (const step of resolution.chain) {
+      const why = step.rule === null ? '' : `  ${step.app ?? 'custom'} ${step.rule}`;
+      process.stdout.write(`  ${step.kind.padEnd(7)} ${label(step).padEnd(width)}  ${step.verdict}${why}\n`);
+    }
+    const answers = resolution.answers.map((a) => `${a.qtype} ${a.rcode ?? `no answer (${a.error ?? 'upstream failed'})`}: ${a.verdict === 'block' ? `blocked (${a.rule ?? ''})` : 'allowed'}`);
+    process.stdout.write(`  answers: ${answers.join('; ')}\n`);
+  }
+  if (resolution.verdict === 'block') return EXIT_BLOCKED;
+  // Nothing answered and nothing blocked: the DNS path would answer SERVFAIL; that is not "allowed".
+  return resolution.answers.every((a) => a.rcode === null) ? EXIT_ERROR : EXIT_OK;
 }
 
 async function commandExport(args: Args): Promise<number> {

@@ -229,6 +229,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     listenersReady: () => isListening,
     restartPending: () => restartPending,
     refreshLists: () => policy.lists.refresh(),
+    explain: (name) => dns.explain(name),
     activity,
     storeKind: store.kind,
   }));

@@ -7,6 +7,7 @@ import { fastify, type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import { APP_IDS, isAppId, type AppId, type Catalog } from '../catalog/index.js';
 import { DEFAULTS } from '../config/index.js';
 import { PortcullisError } from '../errors.js';
+import type { Resolution } from '../dns/explain.js';
 import type { ListStatus } from '../lists/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -38,6 +39,8 @@ export interface AdminDeps {
   /** Configuration keys changed since start that wait for a restart (SIGHUP could not apply them). */
   restartPending?(): readonly string[];
   refreshLists(): Promise<ListStatus[]>;
+  /** The DNS path's judgement of a name through its live resolution (/v1/check?resolve=1). */
+  explain?(name: string): Promise<Resolution>;
   activity: ActivitySampler;
   storeKind: 'file' | 'redis';
 }
@@ -276,9 +279,16 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     return reply.code(204).send();
   });
 
-  app.get<{ Querystring: { target: string } }>('/v1/check', { config: { scope: 'read' }, schema: { querystring: S.CheckQuery, response: { 200: S.CheckBody, ...errors } } }, (request) => {
+  app.get<{ Querystring: S.CheckQuery }>('/v1/check', { config: { scope: 'read' }, schema: { querystring: S.CheckQuery, response: { 200: S.CheckBody, ...errors } } }, async (request) => {
     const target = parseTarget(request.query.target);
     if (typeof target === 'string') throw new PortcullisError('PCL_ERR_BAD_REQUEST', target);
+    const resolve = request.query.resolve === '1' || request.query.resolve === 'true';
+    if (resolve) {
+      if (target.name === null) throw new PortcullisError('PCL_ERR_BAD_REQUEST', 'resolve needs a host name, not an address');
+      if (deps.explain === undefined) throw new PortcullisError('PCL_ERR_BAD_REQUEST', 'this server has no DNS path to resolve through');
+      const resolution = await deps.explain(target.name);
+      return { target: request.query.target, verdict: resolution.verdict, app: resolution.app, rule: resolution.rule, layer: 'dns', chain: resolution.chain, answers: resolution.answers };
+    }
     const decision = checkTarget(deps.engine, target);
     return { target: request.query.target, verdict: decision.verdict, app: decision.app, rule: decision.rule, layer: decision.layer };
   });

@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { APP_IDS } from '../catalog/index.js';
 
 /** Request and response shapes of the admin API; validation and /openapi.json both come from here. */
@@ -60,14 +60,47 @@ export const RulesQuery = Type.Object(
 );
 export type RulesQuery = Static<typeof RulesQuery>;
 
-export const CheckQuery = Type.Object({ target: Type.String({ minLength: 1, maxLength: 300 }) }, { additionalProperties: false });
+export const CheckQuery = Type.Object(
+  {
+    target: Type.String({ minLength: 1, maxLength: 300 }),
+    resolve: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('true'), Type.Literal('0'), Type.Literal('false')], { description: 'follow the live resolution as the DNS path does: the CNAME chain and addresses, each with its verdict' })),
+  },
+  { additionalProperties: false },
+);
+export type CheckQuery = Static<typeof CheckQuery>;
+
+const Verdict = Type.Union([Type.Literal('allow'), Type.Literal('block')]);
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 
 export const CheckBody = Type.Object({
   target: Type.String(),
-  verdict: Type.Union([Type.Literal('allow'), Type.Literal('block')]),
-  app: Type.Union([Type.String(), Type.Null()]),
-  rule: Type.Union([Type.String(), Type.Null()]),
+  verdict: Verdict,
+  app: Nullable(Type.String()),
+  rule: Nullable(Type.String()),
   layer: Type.String(),
+  chain: Type.Optional(
+    Type.Array(
+      Type.Object({
+        kind: Type.Union([Type.Literal('query'), Type.Literal('cname'), Type.Literal('address')]),
+        target: Type.String(),
+        qtype: Nullable(Type.Union([Type.Literal('A'), Type.Literal('AAAA')])),
+        verdict: Verdict,
+        app: Nullable(Type.String()),
+        rule: Nullable(Type.String()),
+      }),
+    ),
+  ),
+  answers: Type.Optional(
+    Type.Array(
+      Type.Object({
+        qtype: Type.Union([Type.Literal('A'), Type.Literal('AAAA')]),
+        rcode: Nullable(Type.String()),
+        error: Nullable(Type.String()),
+        verdict: Verdict,
+        rule: Nullable(Type.String()),
+      }),
+    ),
+  ),
 });
 
 /** Query strings are text: the limit is checked as digits here and as a range by the route. */

@@ -5,7 +5,8 @@ import { AnswerCache, cacheKey, serveUncached, type CacheEntry } from './cache.j
 import { PortcullisError, isPortcullisError } from '../errors.js';
 import type { ClientAcl } from '../match/client-acl.js';
 import type { ClientRateLimiter } from './client-limits.js';
-import { answerTargets, buildAnswer, maxUdpResponse, truncateForUdp, walkResponse } from './message.js';
+import { inspectAnswer } from './inspection.js';
+import { buildAnswer, maxUdpResponse, truncateForUdp, walkResponse } from './message.js';
 import { prepareUpstreamAnswer } from './rewrite.js';
 import type { UpstreamResolver } from './upstream-types.js';
 import { CLASS_IN, RCODE, encodeName, parseQuery, type Query } from './wire.js';
@@ -56,7 +57,7 @@ export interface DnsChainOptions {
   onBlocked?: (block: BlockEvent) => void;
 }
 
-const FIREFOX_CANARY = 'use-application-dns.net';
+export const FIREFOX_CANARY = 'use-application-dns.net';
 
 /** RFC 8914 codes for an answer the upstreams could not give. */
 export const EDE_OTHER = 0;
@@ -108,21 +109,7 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     reply(fits ? message : truncateForUdp(message, query, queryBuf), client);
   };
 
-  /** Inspection of an answer's CNAME targets and addresses; the first blocking decision. */
-  const inspect = (message: Buffer): Decision | null => {
-    const walked = walkResponse(message);
-    if (walked === null) return null;
-    const { cnames, addresses } = answerTargets(message, walked.records);
-    for (const name of cnames) {
-      const decision = policy.decide({ name, layer: 'dns' });
-      if (decision.verdict === 'block') return decision;
-    }
-    for (const ip of addresses) {
-      const decision = policy.decide({ ip, layer: 'dns' });
-      if (decision.verdict === 'block') return decision;
-    }
-    return null;
-  };
+  const inspect = (message: Buffer): Decision | null => inspectAnswer(message, policy);
 
   const inspectEntry = (entry: CacheEntry): Decision | null => {
     const version = policy.version;

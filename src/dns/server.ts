@@ -15,6 +15,7 @@ import { createDohListener } from './doh-listener.js';
 import { DnsUdpListener, createDotListener, createTcpListener, type DnsHandler, type StreamLimits } from './listeners.js';
 import { DnsUdpBatchListener } from './udp-batch-listener.js';
 import { nativeBinding, nativeLoadError } from '../util/native-addon.js';
+import { explainResolution, type ExplainDeps, type Resolution } from './explain.js';
 import { UpstreamPool, type UpstreamPoolOptions } from './upstream.js';
 import type { UpstreamResolver } from './upstream-types.js';
 
@@ -81,6 +82,11 @@ function batchUdpListener(binding: NonNullable<ReturnType<typeof nativeBinding>>
   };
 }
 
+/** The public DoH/DoT resolver names (dns.bypass.dohResolvers), or null when that category is off. */
+export async function dohResolverNames(isOn: boolean): Promise<SuffixNameSet | null> {
+  return isOn ? new SuffixNameSet((await loadCategory('doh-bypass')).domains) : null;
+}
+
 /** A file named by the config, or PCL_ERR_CONFIG_INVALID naming the field. */
 function readConfigFile(field: string, path: string): Promise<Buffer> {
   return readFile(path).catch((e: unknown) => {
@@ -101,9 +107,11 @@ export class DnsServer {
   private readonly deps: DnsServerDeps;
   /** Open TCP/DoT/DoH connections, closed on shutdown instead of waiting for their idle timeout. */
   private readonly connections = new Set<Socket>();
+  private readonly explainDeps: ExplainDeps;
 
-  private constructor(deps: DnsServerDeps, chain: ReturnType<typeof createDnsChain>, cache: AnswerCache, upstream: UpstreamResolver, tls: { cert: Buffer; key: Buffer } | null) {
+  private constructor(deps: DnsServerDeps, chain: ReturnType<typeof createDnsChain>, cache: AnswerCache, upstream: UpstreamResolver, tls: { cert: Buffer; key: Buffer } | null, explainDeps: ExplainDeps) {
     this.deps = deps;
+    this.explainDeps = explainDeps;
     this.cache = cache;
     this.upstream = upstream;
     const { config, logger } = deps;
@@ -133,7 +141,7 @@ export class DnsServer {
     const cache = new AnswerCache({ ...DEFAULT_CACHE_LIMITS, maxEntries: config.cache.maxEntries, maxBytes: config.cache.maxBytes, staleMaxSec: config.cache.serveStale ? DEFAULT_CACHE_LIMITS.staleMaxSec : 0 });
     const upstreamCa = config.upstreamCa === null ? null : await readConfigFile('dns.upstreamCa', config.upstreamCa);
     const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger, onResult: deps.onUpstreamResult, ca: upstreamCa?.toString('utf8') ?? null });
-    const dohResolvers = config.bypass.dohResolvers ? new SuffixNameSet((await loadCategory('doh-bypass')).domains) : null;
+    const dohResolvers = await dohResolverNames(config.bypass.dohResolvers);
     const chain = createDnsChain({
       policy: deps.policy,
       upstream,
@@ -151,7 +159,12 @@ export class DnsServer {
     });
     const tlsFiles = config.tls;
     const tls = tlsFiles === null ? null : { cert: await readConfigFile('dns.tls.cert', tlsFiles.cert), key: await readConfigFile('dns.tls.key', tlsFiles.key) };
-    return new DnsServer(deps, chain, cache, upstream, tls);
+    return new DnsServer(deps, chain, cache, upstream, tls, { policy: deps.policy, upstream, firefoxCanary: config.bypass.firefoxCanary, dohResolvers });
+  }
+
+  /** How the DNS path judges `name` through its live resolution (check --resolve, /v1/check?resolve=1). */
+  explain(name: string): Promise<Resolution> {
+    return explainResolution(name, this.explainDeps);
   }
 
   async listen(): Promise<DnsAddresses> {

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { digOne } from '../support/dns-clients.js';
+import { startFakeUpstream, type FakeRecord, type FakeUpstream } from '../support/fake-upstream.js';
+import { api, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 let dir = '';
@@ -68,6 +71,115 @@ describe('portcullis check', () => {
     const result = run(['check', 'x.didi-chat.example', '--config', config, '--json']);
     expect(result.code).toBe(3);
     expect(JSON.parse(result.stdout)).toMatchObject({ app: 'didi', rule: 'domain:didi-chat.example' });
+  });
+});
+
+/** The CLI without blocking this process: the fake upstream it asks lives here. */
+function runAsync(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, env: { PATH: process.env.PATH ?? '', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Kakao's shared GSLB zone and a LINE address, as public DNS answers them. */
+const CHAINS: Record<string, FakeRecord[]> = {
+  'www.daum.net': [{ type: 'CNAME', value: 'www-daum-uj2suuqw.kgslb.com' }],
+  'www-daum-uj2suuqw.kgslb.com': [{ type: 'A', value: '211.249.220.24' }],
+  'jvvp.tistory.com': [{ type: 'CNAME', value: 'wildcard-tistory-fz0x1pwf.kgslb.com' }],
+  'wildcard-tistory-fz0x1pwf.kgslb.com': [{ type: 'A', value: '211.249.222.33' }],
+  'p1-play.kgslb.com': [{ type: 'A', value: '211.249.221.10' }],
+  'katalk.kakao.com': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
+  'katalk-fo6ld96d.kgslb.com': [{ type: 'A', value: '211.249.219.27' }],
+  'chat.partner-gateway.example': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
+  'media.partner-gateway.example': [{ type: 'A', value: '147.92.150.1' }],
+  'www.naver.com': [{ type: 'A', value: '203.0.113.12' }],
+};
+
+describe('portcullis check --resolve: the DNS path, step by step', () => {
+  let upstream: FakeUpstream;
+  let config = '';
+  let gateway: GatewayProcess;
+  beforeAll(async () => {
+    upstream = await startFakeUpstream(CHAINS);
+    config = await writeGatewayConfig(dir, { upstream: upstream.target });
+    gateway = await startGateway(config);
+  }, 30_000);
+  afterAll(async () => {
+    await gateway.stop();
+    await upstream.close();
+  });
+
+  it('www.daum.net: allowed, through its CNAME into Kakao\'s GSLB zone', async () => {
+    const result = await runAsync(['check', 'www.daum.net', '--resolve', '--config', config]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/^allowed: www\.daum\.net: no rule matches\n/);
+    expect(result.stdout).toMatch(/ {2}query +www\.daum\.net +allow\n/);
+    expect(result.stdout).toMatch(/ {2}cname +www-daum-uj2suuqw\.kgslb\.com \(A\) +allow\n/);
+    expect(result.stdout).toMatch(/ {2}address +211\.249\.220\.24 \(A\) +allow\n/);
+    expect(result.stdout).toContain('answers: A NOERROR: allowed; AAAA NOERROR: allowed');
+  });
+
+  it('katalk.kakao.com: blocked by its name, and its CNAME target is KakaoTalk\'s own GSLB label', async () => {
+    const result = await runAsync(['check', 'katalk.kakao.com', '--resolve', '--config', config, '--json']);
+    expect(result.code, result.stderr).toBe(3);
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      target: 'katalk.kakao.com',
+      verdict: 'block',
+      app: 'kakaotalk',
+      rule: 'domain:kakao.com',
+      layer: 'dns',
+      chain: [
+        { kind: 'query', target: 'katalk.kakao.com', qtype: null, verdict: 'block', rule: 'domain:kakao.com' },
+        { kind: 'cname', target: 'katalk-fo6ld96d.kgslb.com', qtype: 'A', verdict: 'block', app: 'kakaotalk', rule: 'domain:katalk-*.kgslb.com' },
+        { kind: 'address', target: '211.249.219.27', qtype: 'A', verdict: 'allow', rule: null },
+      ],
+    });
+  });
+
+  it('says what the DNS path does, name by name: check --resolve and dig through the gateway agree', async () => {
+    const names = [...Object.keys(CHAINS), 'use-application-dns.net', 'talk-pilsner.kakao.com'];
+    for (const name of names) {
+      const [checked, answered] = await Promise.all([runAsync(['check', name, '--resolve', '--config', config, '--json']), digOne(gateway.dnsPort, [name, 'A'])]);
+      const isBlockedByDns = answered.status === 'NXDOMAIN' && (answered.ede?.code === 15 || name === 'use-application-dns.net');
+      expect({ name, blocked: checked.code === 3 }).toEqual({ name, blocked: isBlockedByDns });
+    }
+    // And the blocked outsiders are blocked on their answers, as the chain shows.
+    const viaCname = JSON.parse((await runAsync(['check', 'chat.partner-gateway.example', '--resolve', '--config', config, '--json'])).stdout) as { rule: string };
+    expect(viaCname.rule).toBe('domain:katalk-*.kgslb.com');
+    const viaAddress = JSON.parse((await runAsync(['check', 'media.partner-gateway.example', '--resolve', '--config', config, '--json'])).stdout) as { rule: string };
+    expect(viaAddress.rule).toBe('cidr:147.92.128.0/17');
+  });
+
+  it('GET /v1/check?resolve=1 gives the same chain; an address target with resolve is a 400', async () => {
+    const res = await api(gateway.adminUrl, 'GET', '/v1/check?target=jvvp.tistory.com&resolve=1');
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({
+      verdict: 'allow',
+      chain: [
+        { kind: 'query', target: 'jvvp.tistory.com' },
+        { kind: 'cname', target: 'wildcard-tistory-fz0x1pwf.kgslb.com', verdict: 'allow' },
+        { kind: 'address', target: '211.249.222.33', verdict: 'allow' },
+      ],
+      answers: [
+        { qtype: 'A', rcode: 'NOERROR', verdict: 'allow' },
+        { qtype: 'AAAA', rcode: 'NOERROR', verdict: 'allow' },
+      ],
+    });
+    const bad = await api(gateway.adminUrl, 'GET', '/v1/check?target=147.92.150.1&resolve=1');
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get('content-type')).toMatch(/problem\+json/);
+  });
+
+  it('--resolve with every upstream down: exit 1, the answers say why', async () => {
+    const result = await runAsync(['check', 'www.naver.com', '--resolve', '--json'], { PORTCULLIS_DNS_UPSTREAMS: '127.0.0.1:1' });
+    expect(result.code).toBe(1);
+    const body = JSON.parse(result.stdout) as { answers: { rcode: string | null; error: string | null }[] };
+    expect(body.answers.every((a) => a.rcode === null && a.error !== null)).toBe(true);
   });
 });
 

@@ -134,7 +134,20 @@ describe('web console in a real browser', () => {
     await page.getByRole('button', { name: 'Check' }).click();
     await page.locator('#check-result', { hasText: 'Blocked' }).waitFor();
     expect(await page.locator('#check-result').textContent()).toContain('kakaotalk, domain:kakao.com (dns layer)');
+    // A name that resolves: the chain the DNS path follows, one row per step.
+    await page.getByLabel('Name or IP[:port]').fill('www.console-rule.test');
+    await page.getByRole('button', { name: 'Check' }).click();
+    const table = page.getByRole('table', { name: 'Resolution' });
+    await table.waitFor();
+    const rows = await table.locator('tbody tr').allTextContents();
+    expect(rows).toEqual(['querywww.console-rule.testallow', `address${ANSWER}Aallow`]);
+    expect(await page.locator('#check-result').textContent()).toContain('A: NOERROR, allowed');
     await screenshot(page, 'check');
+    // An address is checked on the IP layer, without a resolution.
+    await page.getByLabel('Name or IP[:port]').fill('147.92.150.1:443');
+    await page.getByRole('button', { name: 'Check' }).click();
+    await page.locator('#check-result', { hasText: 'cidr:147.92.128.0/17' }).waitFor();
+    expect(await page.getByRole('table', { name: 'Resolution' }).count()).toBe(0);
     await page.close();
   });
 

@@ -100,7 +100,10 @@ async function appsView(): Promise<void> {
 // ---- rules ----------------------------------------------------------------------------------
 
 const VALUE_CHECKS: Record<Rule['type'], { pattern: RegExp; hint: string }> = {
-  domain: { pattern: /^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?$/i, hint: 'a host name such as example.com (subdomains included)' },
+  domain: {
+    pattern: /^((\*\.)|([a-z0-9_-]*\*[a-z0-9_-]*\.))?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?$/i,
+    hint: 'a host name such as example.com (subdomains included), or a label pattern such as cdn-*.example.com',
+  },
   cidr: { pattern: /^([0-9.]+|[0-9a-f:]+)(\/[0-9]{1,3})?$/i, hint: 'an address or network such as 147.92.128.0/17' },
   port: { pattern: /^((tcp|udp)\/)?[0-9]{1,5}(-[0-9]{1,5})?$/i, hint: 'tcp/N, udp/N, tcp/N-M, or N for TCP and UDP' },
 };
@@ -187,16 +190,56 @@ function addRuleForm(rulesEtag: string | null): HTMLFormElement {
 
 // ---- check ----------------------------------------------------------------------------------
 
+interface CheckBody {
+  verdict: string;
+  app: string | null;
+  rule: string | null;
+  layer: string;
+  chain?: { kind: string; target: string; qtype: string | null; verdict: string; app: string | null; rule: string | null }[];
+  answers?: { qtype: string; rcode: string | null; error: string | null; verdict: string; rule: string | null }[];
+}
+
+const ADDRESS = /^\[?[0-9a-f:.]+\]?(:[0-9]+)?$/i;
+
 function checkView(): void {
   const input = el('input', { id: 'check-target', required: '', placeholder: 'talk.kakao.com or 147.92.150.1:443' });
+  const resolve = el('input', { id: 'check-resolve', type: 'checkbox', checked: '' });
   const result = el('div', { id: 'check-result', 'aria-live': 'polite' });
-  const form = el('form', { 'aria-label': 'Check a name or address' }, el('label', { for: 'check-target' }, 'Name or IP[:port]', input), el('button', { type: 'submit' }, 'Check'));
+  const form = el(
+    'form',
+    { 'aria-label': 'Check a name or address' },
+    el('label', { for: 'check-target' }, 'Name or IP[:port]', input),
+    el('label', { for: 'check-resolve', class: 'inline' }, resolve, 'Follow the DNS resolution (CNAME chain and addresses)'),
+    el('button', { type: 'submit' }, 'Check'),
+  );
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    call<{ verdict: string; app: string | null; rule: string | null; layer: string }>('GET', `/v1/check?target=${encodeURIComponent(input.value.trim())}`)
+    const target = input.value.trim();
+    const follow = resolve.checked && !ADDRESS.test(target);
+    call<CheckBody>('GET', `/v1/check?target=${encodeURIComponent(target)}${follow ? '&resolve=1' : ''}`)
       .then(({ body }) => {
+        const verdict = el('p', {}, el('span', { class: `verdict-${body.verdict}` }, body.verdict === 'block' ? 'Blocked' : 'Allowed'), ` — ${body.rule === null ? 'no rule matches' : `${body.app ?? 'custom rule'}, ${body.rule} (${body.layer} layer)`}`);
+        const chain = body.chain ?? [];
+        const answers = body.answers ?? [];
         result.replaceChildren(
-          el('p', {}, el('span', { class: `verdict-${body.verdict}` }, body.verdict === 'block' ? 'Blocked' : 'Allowed'), ` — ${body.rule === null ? 'no rule matches' : `${body.app ?? 'custom rule'}, ${body.rule} (${body.layer} layer)`}`),
+          verdict,
+          ...(chain.length === 0
+            ? []
+            : [
+                el(
+                  'table',
+                  { 'aria-label': 'Resolution' },
+                  el('thead', {}, el('tr', {}, ...['Step', 'Name or address', 'Answer', 'Verdict', 'Rule'].map((h) => el('th', { scope: 'col' }, h)))),
+                  el(
+                    'tbody',
+                    {},
+                    ...chain.map((step) =>
+                      el('tr', {}, ...[step.kind, step.target, step.qtype ?? '', step.verdict, step.rule === null ? '' : `${step.app ?? 'custom'} ${step.rule}`].map((t) => el('td', {}, t))),
+                    ),
+                  ),
+                ),
+                el('p', { class: 'legend' }, answers.map((a) => `${a.qtype}: ${a.rcode ?? `no answer (${a.error ?? 'upstream failed'})`}, ${a.verdict === 'block' ? 'blocked' : 'allowed'}`).join('; ')),
+              ]),
         );
         status('');
       })
