@@ -8,3 +8,8 @@ export function isAppId(value: unknown): value is AppId {
 }
 
 export type Tier = 'core' | 'extended';
+
+/** Protocols the gateway recognises by their bytes (proxy/inspect/), which an app may claim. */
+export const PROTOCOL_IDS = ['loco'] as const;
+
+export type ProtocolId = (typeof PROTOCOL_IDS)[number];

@@ -1,4 +1,4 @@
-export { APP_IDS, isAppId, type AppId, type Tier } from './apps.js';
+export { APP_IDS, PROTOCOL_IDS, isAppId, type AppId, type ProtocolId, type Tier } from './apps.js';
 export {
   DEFAULT_CATALOG_DIR,
   loadCatalog,
@@ -8,5 +8,6 @@ export {
   type CatalogCidr,
   type CatalogDomain,
   type CatalogPort,
+  type CatalogProtocol,
 } from './load.js';
 export { loadCategory, type Category } from './category.js';

@@ -7,7 +7,7 @@ import { formatCidr, parseCidr, type ParsedCidr } from '../match/ip.js';
 import { parseRuleName } from '../match/name.js';
 import { isNamePattern, parseNamePattern, type NamePattern } from '../match/name-pattern.js';
 import { formatPortRange, parsePortRange, type PortRange } from '../match/ports.js';
-import { APP_IDS, type AppId, type Tier } from './apps.js';
+import { APP_IDS, type AppId, type ProtocolId, type Tier } from './apps.js';
 import { CatalogAppSchema, type CatalogAppFile } from './schema.js';
 
 export const DEFAULT_CATALOG_DIR = fileURLToPath(new URL('../../blocklists/', import.meta.url));
@@ -38,6 +38,12 @@ export interface CatalogPort {
   source: readonly string[];
 }
 
+export interface CatalogProtocol {
+  id: ProtocolId;
+  tier: Tier;
+  source: readonly string[];
+}
+
 export interface CatalogApp {
   id: AppId;
   name: string;
@@ -47,6 +53,7 @@ export interface CatalogApp {
   domains: readonly CatalogDomain[];
   cidrs: readonly CatalogCidr[];
   ports: readonly CatalogPort[];
+  protocols: readonly CatalogProtocol[];
 }
 
 export type Catalog = ReadonlyMap<AppId, CatalogApp>;
@@ -118,6 +125,14 @@ function compileApp(file: string, raw: CatalogAppFile, lineOf: (path: (string | 
   });
   if (ports.length > 0 && cidrs.length === 0) at(['ports'], 'ports', 'ports apply only together with the app\'s CIDRs, and it lists none');
 
+  const protocols: CatalogProtocol[] = [];
+  const seenProtocols = new Set<string>();
+  (raw.protocols ?? []).forEach((entry, i) => {
+    if (seenProtocols.has(entry.value)) at(['protocols', i, 'value'], `protocols[${i}].value`, `duplicate protocol ${entry.value}`);
+    seenProtocols.add(entry.value);
+    protocols.push({ id: entry.value, tier: entry.tier, source: sourceList(entry.source) });
+  });
+
   return {
     id: raw.id,
     name: raw.name,
@@ -127,6 +142,7 @@ function compileApp(file: string, raw: CatalogAppFile, lineOf: (path: (string | 
     domains,
     cidrs,
     ports,
+    protocols,
   };
 }
 
@@ -134,7 +150,7 @@ function compileApp(file: string, raw: CatalogAppFile, lineOf: (path: (string | 
 function crossAppDuplicates(apps: CatalogApp[], files: Map<AppId, string>, problems: Problem[]): void {
   const owners = new Map<string, AppId>();
   for (const app of apps) {
-    const keys = [...app.domains.map((d) => `domain ${d.name}`), ...app.cidrs.map((c) => `CIDR ${c.text}`)];
+    const keys = [...app.domains.map((d) => `domain ${d.name}`), ...app.cidrs.map((c) => `CIDR ${c.text}`), ...app.protocols.map((p) => `protocol ${p.id}`)];
     for (const key of keys) {
       const owner = owners.get(key);
       if (owner !== undefined && owner !== app.id) {

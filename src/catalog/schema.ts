@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { APP_IDS } from './apps.js';
+import { APP_IDS, PROTOCOL_IDS } from './apps.js';
 
 /** One file in blocklists/: what the YAML may say, before semantic checks. */
 const Source = Type.Union([Type.String({ minLength: 3 }), Type.Array(Type.String({ minLength: 3 }), { minItems: 1 })], {
@@ -30,6 +30,10 @@ export const CatalogPortSchema = Type.Object(
   },
   { additionalProperties: false },
 );
+export const CatalogProtocolSchema = Type.Object(
+  { ...entryFields, value: Type.Union(PROTOCOL_IDS.map((id) => Type.Literal(id))) },
+  { additionalProperties: false, description: 'a protocol recognised by its bytes on any address and port' },
+);
 export const CatalogAsnSchema = Type.Object(
   { value: Type.String({ pattern: '^AS[0-9]+$' }), tier: Tier, source: Source, note: Type.Optional(Type.String()) },
   { additionalProperties: false },
@@ -46,6 +50,7 @@ export const CatalogAppSchema = Type.Object(
     domains: Type.Array(CatalogDomainSchema),
     cidrs: Type.Array(CatalogCidrSchema),
     ports: Type.Array(CatalogPortSchema),
+    protocols: Type.Optional(Type.Array(CatalogProtocolSchema)),
     asns: Type.Optional(Type.Array(CatalogAsnSchema)),
   },
   { additionalProperties: false },

@@ -1,5 +1,5 @@
 import type { CatalogApp } from '../catalog/index.js';
-import type { PolicySnapshot } from '../policy/index.js';
+import type { PolicySnapshot, RuleCounts } from '../policy/index.js';
 
 /** One app as `portcullis apps` and the admin API show it. */
 export interface AppView {
@@ -10,9 +10,9 @@ export interface AppView {
   coverage: CatalogApp['coverage'];
   coverageNote: string | null;
   /** Entries in force now (0 while the app is off). */
-  rules: { domains: number; cidrs: number; ports: number };
+  rules: RuleCounts;
   /** Entries the catalog has for the app. */
-  catalog: { domains: number; cidrs: number; ports: number };
+  catalog: RuleCounts;
 }
 
 export function appViews(apps: Iterable<CatalogApp>, snapshot: PolicySnapshot): AppView[] {
@@ -24,8 +24,8 @@ export function appViews(apps: Iterable<CatalogApp>, snapshot: PolicySnapshot): 
     extended: snapshot.apps.extended.has(app.id),
     coverage: app.coverage,
     coverageNote: app.coverageNote,
-    rules: counts.get(app.id) ?? { domains: 0, cidrs: 0, ports: 0 },
-    catalog: { domains: app.domains.length, cidrs: app.cidrs.length, ports: app.ports.length },
+    rules: counts.get(app.id) ?? { domains: 0, cidrs: 0, ports: 0, protocols: 0 },
+    catalog: { domains: app.domains.length, cidrs: app.cidrs.length, ports: app.ports.length, protocols: app.protocols.length },
   }));
 }
 

@@ -8,7 +8,7 @@ export const AppIdParam = Type.Object({ id: Type.String({ description: 'app id',
 export const AppPatch = Type.Object({ enabled: Type.Boolean() }, { additionalProperties: false });
 export type AppPatch = Static<typeof AppPatch>;
 
-const Counts = Type.Object({ domains: Type.Integer(), cidrs: Type.Integer(), ports: Type.Integer() });
+const Counts = Type.Object({ domains: Type.Integer(), cidrs: Type.Integer(), ports: Type.Integer(), protocols: Type.Integer({ description: 'protocols recognised by their bytes (loco)' }) });
 
 export const AppBody = Type.Object({
   id: Type.String(),

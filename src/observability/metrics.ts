@@ -12,7 +12,7 @@ import { PROXY_LISTENERS, PROXY_RESULTS } from '../proxy/events.js';
 
 export const DNS_PROTOCOLS = ['udp', 'tcp', 'dot', 'doh'] as const;
 export const DNS_RESULTS = ['allowed', 'blocked', 'cached', 'servfail', 'refused', 'formerr', 'dropped'] as const;
-export const LAYERS = ['dns', 'tls', 'http', 'ip', 'quic'] as const;
+export const LAYERS = ['dns', 'tls', 'http', 'ip', 'quic', 'protocol'] as const;
 export const UPSTREAM_ERROR_KINDS = ['timeout', 'network', 'tls', 'malformed', 'mismatch', 'truncated', 'overloaded', 'closed'] as const;
 const APPS_AND_CUSTOM = [...APP_IDS, 'custom'] as const;
 
@@ -202,7 +202,7 @@ export function createMetrics(upstreams: readonly string[], options: { dnsWorker
       const counts = sources.engine.current.ruleCounts();
       for (const app of APPS_AND_CUSTOM) {
         const c = counts.get(app);
-        this.set({ app }, c === undefined ? 0 : c.domains + c.cidrs + c.ports);
+        this.set({ app }, c === undefined ? 0 : c.domains + c.cidrs + c.ports + c.protocols);
       }
     },
   });

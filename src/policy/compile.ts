@@ -29,6 +29,10 @@ export function compileOverlay(catalog: Catalog, adminRules: readonly AdminRule[
       const rule = builder.addRule({ action: 'block', app: app.id, tier: cidr.tier, kind: 'cidr', origin, portScope, ports: null, value: null });
       builder.addCidr(cidr.cidr, rule);
     }
+    for (const protocol of app.protocols) {
+      const rule = builder.addRule({ action: 'block', app: app.id, tier: protocol.tier, kind: 'protocol', origin, portScope: 'all', ports: null, value: protocol.id });
+      builder.addProtocol(protocol.id, rule);
+    }
     for (const port of app.ports) {
       builder.addAppPortRule({
         action: 'block',

@@ -2,4 +2,4 @@ export { normalizeAdminRule, normalizeRuleValue, type AdminRule, type AdminRuleI
 export { compileLists, compileOverlay, type ListEntries } from './compile.js';
 export { PolicyEngine, type PolicyEngineOptions, type SwapEvent } from './engine.js';
 export type { Action, CompiledRule, Layer } from './rule.js';
-export { PolicySnapshot, type AddressPrefix, type AppState, type BlockEvent, type Decision, type DecisionQuery, type Verdict } from './snapshot.js';
+export { PolicySnapshot, type AddressPrefix, type AppState, type BlockEvent, type Decision, type DecisionQuery, type RuleCounts, type Verdict } from './snapshot.js';

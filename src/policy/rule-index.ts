@@ -34,6 +34,8 @@ export interface RuleIndex {
   readonly groups: readonly (readonly number[])[];
   /** Label patterns (`katalk-*.kgslb.com`) by their parent; a handful at most, so looked at one by one. */
   readonly patterns: ReadonlyMap<string, readonly PatternEntry[]>;
+  /** Protocols recognised by their bytes (`loco`), by id. */
+  readonly protocols: ReadonlyMap<string, number>;
 }
 
 /** One label pattern and the rules behind it (a reference, as for names). */
@@ -59,6 +61,7 @@ export class RuleIndexBuilder {
   private readonly v6 = new CidrTrie(128);
   private readonly groups: number[][] = [];
   private readonly patterns = new Map<string, PatternEntry[]>();
+  private readonly protocols = new Map<string, number>();
 
   /** `expectedNames` sizes the shards and filters; a small index may leave it out. */
   constructor(expectedNames = 0) {
@@ -124,6 +127,14 @@ export class RuleIndexBuilder {
     this.patterns.set(pattern.parent, entries);
     this.entryCounts[ruleIndex]!++;
     this.labelCounts |= labelCountBit(pattern.text);
+  }
+
+  addProtocol(protocol: string, ruleIndex: number): void {
+    const existing = this.protocols.get(protocol);
+    const merged = this.merge(existing, ruleIndex);
+    if (merged === existing) return;
+    this.protocols.set(protocol, merged);
+    this.entryCounts[ruleIndex]!++;
   }
 
   addCidr(cidr: ParsedCidr, ruleIndex: number): void {
@@ -193,6 +204,7 @@ export class RuleIndexBuilder {
       v6: this.v6,
       groups: this.groups,
       patterns: this.patterns,
+      protocols: this.protocols,
     };
   }
 

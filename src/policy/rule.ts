@@ -2,13 +2,14 @@ import type { AppId, Tier } from '../catalog/index.js';
 import type { PortSet } from '../match/ports.js';
 
 export type Action = 'block' | 'allow';
-export type Layer = 'dns' | 'tls' | 'http' | 'quic' | 'ip';
+/** protocol: recognised by its bytes on an intercepted connection (KakaoTalk LOCO), whatever the address. */
+export type Layer = 'dns' | 'tls' | 'http' | 'quic' | 'ip' | 'protocol';
 
 /**
  * How a rule is reported in a decision: `domain:kakao.com` (the name and its subdomains),
- * `host:a.b` (that name only), `cidr:1.2.3.0/24`, `port:tcp/5223`.
+ * `host:a.b` (that name only), `cidr:1.2.3.0/24`, `port:tcp/5223`, `protocol:loco`.
  */
-export type RuleKind = 'domain' | 'host' | 'cidr' | 'port';
+export type RuleKind = 'domain' | 'host' | 'cidr' | 'port' | 'protocol';
 
 /**
  * Which ports an address rule covers: every port; the ports of its app (KakaoTalk LOCO on

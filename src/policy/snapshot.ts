@@ -1,4 +1,4 @@
-import type { AppId } from '../catalog/index.js';
+import type { AppId, ProtocolId } from '../catalog/index.js';
 import { formatCidr, maskWords, parseIp, type ParsedCidr, type ParsedIp } from '../match/ip.js';
 import { labelFits } from '../match/name-pattern.js';
 import { normalizeQueryName } from '../match/name.js';
@@ -6,6 +6,14 @@ import { nextReverseHash, REVERSE_HASH_START } from '../match/name-filter.js';
 import { PortSet, type Protocol } from '../match/ports.js';
 import type { CompiledRule, Layer } from './rule.js';
 import { ruleIndexesOf, type RuleIndex } from './rule-index.js';
+
+/** Entries in force, by kind. */
+export interface RuleCounts {
+  domains: number;
+  cidrs: number;
+  ports: number;
+  protocols: number;
+}
 
 export interface DecisionQuery {
   /** Host name as the client sent it (qname, SNI, Host); normalised here. */
@@ -15,6 +23,8 @@ export interface DecisionQuery {
   port?: number | null;
   /** Transport of `port`; TCP unless said otherwise. */
   proto?: Protocol;
+  /** A protocol recognised by its bytes (proxy/inspect/loco.ts): decided before names and addresses. */
+  protocol?: ProtocolId | null;
   layer: Layer;
   /**
    * The client's address. Every decision carries it so that client groups can decide per
@@ -79,6 +89,7 @@ const ALLOW_BY_LAYER: Record<Layer, Decision> = {
   http: Object.freeze({ verdict: 'allow', app: null, rule: null, layer: 'http' }),
   quic: Object.freeze({ verdict: 'allow', app: null, rule: null, layer: 'quic' }),
   ip: Object.freeze({ verdict: 'allow', app: null, rule: null, layer: 'ip' }),
+  protocol: Object.freeze({ verdict: 'allow', app: null, rule: null, layer: 'protocol' }),
 };
 
 /**
@@ -127,6 +138,10 @@ export class PolicySnapshot {
 
   decide(query: DecisionQuery): Decision {
     const layer = query.layer;
+    if (query.protocol !== undefined && query.protocol !== null) {
+      const protocolHit = this.matchProtocol(query.protocol);
+      if (protocolHit !== null && protocolHit.action === 'block') return toDecision(protocolHit, query.protocol, layer);
+    }
     let nameHit: CompiledRule | null = null;
     let nameKey = '';
     if (query.name !== undefined && query.name !== null) {
@@ -168,16 +183,17 @@ export class PolicySnapshot {
   }
 
   /** Rules in force per app (entries of enabled rules), for `apps`, metrics and the API. */
-  ruleCounts(): Map<AppId | 'custom', { domains: number; cidrs: number; ports: number }> {
-    const counts = new Map<AppId | 'custom', { domains: number; cidrs: number; ports: number }>();
+  ruleCounts(): Map<AppId | 'custom', RuleCounts> {
+    const counts = new Map<AppId | 'custom', RuleCounts>();
     const add = (index: RuleIndex, active: Uint8Array): void => {
       index.rules.forEach((rule, i) => {
         if (active[i] !== 1) return;
         const key = rule.app ?? 'custom';
-        const entry = counts.get(key) ?? { domains: 0, cidrs: 0, ports: 0 };
+        const entry = counts.get(key) ?? { domains: 0, cidrs: 0, ports: 0, protocols: 0 };
         const n = index.entryCounts[i] ?? 0;
         if (rule.kind === 'port') entry.ports += n;
         else if (rule.kind === 'cidr') entry.cidrs += n;
+        else if (rule.kind === 'protocol') entry.protocols += n;
         else entry.domains += n;
         counts.set(key, entry);
       });
@@ -214,6 +230,18 @@ export class PolicySnapshot {
     collect(this.overlay, this.overlayActive);
     collect(this.lists, this.listsActive);
     return out;
+  }
+
+  private matchProtocol(protocol: string): CompiledRule | null {
+    for (const [index, active] of [
+      [this.overlay, this.overlayActive],
+      [this.lists, this.listsActive],
+    ] as const) {
+      const ref = index.protocols.get(protocol);
+      const rule = ref === undefined ? null : pick(index, active, ref, null, null, 'tcp', EMPTY_PORTS);
+      if (rule !== null) return rule;
+    }
+    return null;
   }
 
   /** The rule deciding one name level across both indexes: an allow before any block. */

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, waitFor, type GatewayProcess } from '../support/gateway-process.js';
+import { locoFirstSegment } from '../support/loco.js';
 import { applyNft, createTopology, netnsUnavailable, nsExec, startInNs, type Topology } from '../support/netns/topology.js';
 
 /**
@@ -271,6 +272,26 @@ describe.skipIf(unavailable !== null)('transparent gateway in network namespaces
       expect(http.stdout).toBe('451');
       expect(await tcp(LINE6, 9000)).toMatchObject({ data: '', error: 'ECONNRESET' });
       expect(await tcp(WEB6, 9000)).toMatchObject({ data: 'echo hello', error: null });
+    });
+
+    it('KakaoTalk LOCO is recognised by its bytes on any address and port: reset while KakaoTalk is blocked, passed unchanged when it is not', async () => {
+      const segments = [locoFirstSegment(16, 3, false), locoFirstSegment(15, 2, true)];
+      for (const segment of segments) {
+        expect(await tcp(WEB, 9000, `hex:${segment.toString('hex')}`)).toMatchObject({ connected: true, data: '', error: 'ECONNRESET' });
+        expect(await tcp(WEB6, 9000, `hex:${segment.toString("hex")}`)).toMatchObject({ data: "", error: "ECONNRESET" });
+      }
+      expect(metricValue(await metrics(), 'portcullis_blocked_total', 'app="kakaotalk",layer="protocol"')).toBeGreaterThanOrEqual(4);
+      expect(await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: false })).toBe(200);
+      try {
+        const passed = await tcp(WEB, 9000, `hex:${segments[1]!.toString('hex')}`);
+        expect(passed).toMatchObject({ connected: true, error: null });
+        // The echo server writes back "echo " + the bytes it read (as latin1 text, sent UTF-8).
+        const echoed = Buffer.from(Buffer.from(passed.data, 'latin1').toString('utf8'), 'latin1');
+        expect(echoed.subarray(0, 5).toString()).toBe('echo ');
+        expect(echoed.subarray(5, 5 + 268)).toEqual(segments[1]!.subarray(0, 268));
+      } finally {
+        expect(await adminWrite('PATCH', '/v1/apps/kakaotalk', { enabled: true })).toBe(200);
+      }
     });
 
     it('a protocol where the server speaks first is passed through after the first-data wait', async () => {

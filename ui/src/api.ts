@@ -75,7 +75,7 @@ export interface AppInfo {
   enabled: boolean;
   coverage: string;
   coverageNote: string | null;
-  rules: { domains: number; cidrs: number; ports: number };
+  rules: { domains: number; cidrs: number; ports: number; protocols: number };
   blocksLastHour?: number;
 }
 

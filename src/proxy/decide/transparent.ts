@@ -25,8 +25,9 @@ export interface TransparentTcpOptions {
  * first, before a byte is read: the IP layer (KakaoTalk LOCO's ports on Kakao ranges, LINE's
  * networks) answers with a reset. Then the client's first bytes tell what it speaks: TLS is
  * judged on its SNI together with the address, HTTP on every request's Host (the inspected
- * stream with a fixed destination), anything else — or a client that waits for the server to
- * speak first — goes on to the destination on the address decision alone. The destination is
+ * stream with a fixed destination), KakaoTalk's LOCO on its protocol (a reset while KakaoTalk is
+ * blocked), anything else — or a client that waits for the server to speak first — goes on to
+ * the destination on the address decision alone. The destination is
  * always the one the client chose, never re-resolved from a name it sent.
  */
 export async function inspectTransparent(connection: Connection, ctx: ProxyContext, options: TransparentTcpOptions): Promise<Outcome> {
@@ -51,6 +52,14 @@ export async function inspectTransparent(connection: Connection, ctx: ProxyConte
     return { kind: 'stream', stream: new HttpStream(connection, ctx, { upstreamPort: destination.port, fixed: { destination, judged: addressQuery } }) };
   }
   const judged = [addressQuery];
+  if (first === 'loco') {
+    // KakaoTalk's own protocol, wherever it goes: an address the catalog does not know yet
+    // (handed out by LOCO booking) is blocked all the same.
+    const query: DecisionQuery = { ...addressQuery, protocol: 'loco', layer: 'protocol' };
+    const decision = ctx.policy.decide(query);
+    if (decision.verdict === 'block') return refuse('blocked', 'reset', { decision, name: null });
+    judged.push(query);
+  }
   let name: string | null = null;
   if (first === 'tls') {
     const hello = await readHello(connection.reader, { maxBytes: limits.clientHelloMaxBytes, signal: connection.deadline(limits.clientHelloTimeoutMs) });

@@ -1,7 +1,8 @@
+import { recognizeLoco } from './loco.js';
 import type { SocketReader } from './socket-reader.js';
 
 /** What a client's first bytes on an intercepted connection look like. */
-export type FirstBytesKind = 'tls' | 'http' | 'other' | 'need-more';
+export type FirstBytesKind = 'tls' | 'http' | 'loco' | 'other' | 'need-more';
 
 const CODE_A = 0x41;
 const CODE_Z = 0x5a;
@@ -12,13 +13,16 @@ const TLS_HANDSHAKE = 0x16;
 const MAX_METHOD_LENGTH = 20;
 
 /**
- * Tells TLS (a handshake record) from HTTP/1.x (an upper-case method token and a space) from
- * anything else, on as few bytes as the client has sent; 'need-more' while a method token may
- * still be arriving one byte at a time.
+ * Tells TLS (a handshake record) from KakaoTalk's LOCO (inspect/loco.ts) from HTTP/1.x (an
+ * upper-case method token and a space) from anything else, on as few bytes as the client has
+ * sent; 'need-more' while a method token may still be arriving one byte at a time, or a LOCO
+ * header has come without the rest of its handshake.
  */
 export function classifyFirstBytes(bytes: Uint8Array): FirstBytesKind {
   if (bytes.length === 0) return 'need-more';
   if (bytes[0] === TLS_HANDSHAKE) return 'tls';
+  const loco = recognizeLoco(bytes);
+  if (loco !== 'not-loco') return loco;
   const limit = Math.min(bytes.length, MAX_METHOD_LENGTH + 1);
   for (let i = 0; i < limit; i++) {
     const c = bytes[i]!;

@@ -209,6 +209,11 @@ if (command === 'tcp') {
   socket.on('connect', () => {
     connected = true;
     if (payload === '-') return;
+    // hex:<bytes> sends binary (a LOCO handshake) in one write; otherwise "|" separates pieces.
+    if (payload.startsWith('hex:')) {
+      socket.write(Buffer.from(payload.slice(4), 'hex'));
+      return;
+    }
     payload.split('|').forEach((piece, i) => setTimeout(() => socket.write(piece), i * gapMs));
   });
   socket.on('data', (chunk: Buffer) => {
