@@ -122,7 +122,7 @@ describe('deploy/', () => {
     const ns = `pcl-nftcheck-${process.pid}`;
     spawnSync('ip', ['netns', 'add', ns]);
     try {
-      for (const file of ['redirect.nft', 'tproxy.nft']) {
+      for (const file of ['redirect.nft', 'redirect-all-tcp.nft', 'tproxy.nft']) {
         const result = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-c', '-f', join(ROOT, 'deploy', 'nftables', file)], { encoding: 'utf8' });
         expect({ file, stderr: result.stderr, status: result.status }).toEqual({ file, stderr: '', status: 0 });
       }
