@@ -209,6 +209,7 @@ describe('apps, tiers and ports', () => {
       domains: kakao.domains.filter((d) => d.tier === 'core').length,
       cidrs: kakao.cidrs.filter((c) => c.tier === 'core').length,
       ports: kakao.ports.filter((p) => p.tier === 'core').length,
+      protocols: 1,
     });
     expect(counts.get('didi')).toBeUndefined();
   });
