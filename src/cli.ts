@@ -2,6 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { APP_IDS } from './catalog/index.js';
+import { catalogCommand, describeCatalog } from './catalog/commands.js';
+import { readCatalogUpdates } from './catalog/updater.js';
 import { DEFAULTS, loadConfigChecked, type Config, type Problem } from './config/index.js';
 import { formatLocation, errorMessage, isPortcullisError } from './errors.js';
 import { appViews, checkTarget, parseTarget, type AppView } from './control/index.js';
@@ -35,6 +37,13 @@ commands:
   rules     ls [--json]                the admin rules of a running gateway
   rules     add domain|cidr|port VALUE [--action block|allow] [--app ID] [--comment TEXT]
   rules     rm ID
+  catalog   build [--dir DIR] [--bundle-version N] [--expires 30d|TIME] [--out FILE]
+                                       the catalog directory (default the bundled blocklists/) as a
+                                       bundle payload, checked; version from its catalog.yaml
+  catalog   sign PAYLOAD --key PRIVATE.pem [--out FILE]
+                                       sign a payload with an Ed25519 key (openssl genpkey -algorithm ed25519)
+  catalog   verify BUNDLE [--key PUBLIC.pem | --config FILE]
+                                       check a signed bundle as the gateway would (signature, catalog, expiry)
   export    nft [--config FILE] [--out FILE]
                                        the IP layer (address and port rules in force) as an nftables
                                        ruleset, for nft -f: stdout, --out, or nftables.file
@@ -64,7 +73,7 @@ interface Args {
   options: Partial<Record<ValueOption, string>>;
 }
 
-const VALUE_OPTIONS = ['url', 'token', 'action', 'app', 'comment', 'out'] as const;
+const VALUE_OPTIONS = ['url', 'token', 'action', 'app', 'comment', 'out', 'key', 'dir', 'bundle-version', 'expires'] as const;
 type ValueOption = (typeof VALUE_OPTIONS)[number];
 
 function isValueOption(key: string): key is ValueOption {
@@ -170,7 +179,7 @@ async function checkResolved(targetText: string, name: string, config: Config, e
   const upstream = new UpstreamPool(config.dns.upstreams, { logger: silentLogger, ca });
   let resolution: Resolution;
   try {
-    resolution = await explainResolution(name, { policy: engine, upstream, firefoxCanary: config.dns.bypass.firefoxCanary, dohResolvers: await dohResolverNames(config.dns.bypass.dohResolvers) });
+    resolution = await explainResolution(name, { policy: engine, upstream, firefoxCanary: config.dns.bypass.firefoxCanary, dohResolvers: dohResolverNames(config.dns.bypass.dohResolvers, engine) });
   } finally {
     await upstream.close();
   }
@@ -284,11 +293,12 @@ async function commandApps(args: Args): Promise<number> {
   const config = await loadConfigOrReport(args);
   if (config === null) return EXIT_ERROR;
   const { catalog, engine } = await loadPolicy(config, silentLogger, { offline: true });
-  const rows = appViews(APP_IDS.map((id) => catalog.get(id)!), engine.current);
+  const rows = appViews(APP_IDS.map((id) => engine.catalog.get(id)!), engine.current);
   if (args.json) {
     process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
     return EXIT_OK;
   }
+  process.stdout.write(`${describeCatalog(catalog.status())}\n\n`);
   const table = [
     ['ID', 'NAME', 'ENABLED', 'DOMAINS', 'CIDRS', 'PORTS', 'COVERAGE'],
     ...rows.map((r) => [
@@ -306,6 +316,23 @@ async function commandApps(args: Args): Promise<number> {
   process.stdout.write('\nCounts are rules in force (core tier; extended too where enabled).\n');
   for (const row of rows.filter((r) => r.coverageNote !== null)) process.stdout.write(`* ${row.id}: ${row.coverageNote}\n`);
   return EXIT_OK;
+}
+
+function commandCatalog(args: Args): Promise<number> {
+  const [verb, ...rest] = args.positionals;
+  const { dir, out, key, expires } = args.options;
+  return catalogCommand(verb, rest, {
+    dir,
+    out,
+    key,
+    expires,
+    bundleVersion: args.options['bundle-version'],
+    configuredKey: async () => {
+      const config = await loadConfigOrReport(args);
+      if (config?.policy.catalog == null) return null;
+      return (await readCatalogUpdates(config.policy.catalog)).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    },
+  });
 }
 
 async function commandValidate(args: Args): Promise<number> {
@@ -412,6 +439,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       return commandRules(args);
     case 'export':
       return commandExport(args);
+    case 'catalog':
+      return commandCatalog(args);
     default:
       process.stderr.write(`unknown command "${args.command}"\n\n${USAGE}`);
       return EXIT_ERROR;

@@ -1,7 +1,8 @@
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { loadCatalog, type Catalog } from './catalog/index.js';
+import { loadBundledRelease } from './catalog/index.js';
+import { CatalogUpdater, readCatalogUpdates, type CatalogShare, type UpdateResult } from './catalog/updater.js';
 import { DEFAULTS, SEED_KEYS, changedKeys, parseListenAddress, reloadedKeys, restartKeys, type Config } from './config/index.js';
 import {
   ActivitySampler,
@@ -31,19 +32,37 @@ export function appStateFrom(config: Config): AppState {
 }
 
 export interface Policy {
-  catalog: Catalog;
+  /** The catalog in force (bundled or a verified bundle) and its updates. */
+  catalog: CatalogUpdater;
   engine: PolicyEngine;
   lists: ListManager;
 }
 
+export interface PolicyLoadOptions {
+  offline?: boolean;
+  onListLoad?: (isSuccess: boolean) => void;
+  onCatalogUpdate?: (result: UpdateResult) => void;
+  catalogShare?: CatalogShare | null;
+}
+
 /**
- * Loads the catalog, builds the engine and loads the extra lists. `offline` (for check and
- * apps) reads remote lists from their last downloaded copy only, and applies the stored policy
- * state (app switches and admin rules) without opening the store.
+ * Loads the catalog in force (the bundled one, or the verified bundle kept under store.path
+ * when newer), builds the engine and loads the extra lists. `offline` (for check and apps)
+ * reads remote lists from their last downloaded copy only, and applies the stored policy state
+ * (app switches and admin rules) without opening the store.
  */
-export async function loadPolicy(config: Config, logger: Logger, options: { offline?: boolean; onListLoad?: (isSuccess: boolean) => void } = {}): Promise<Policy> {
-  const catalog = await loadCatalog();
-  const engine = new PolicyEngine({ catalog, apps: appStateFrom(config) });
+export async function loadPolicy(config: Config, logger: Logger, options: PolicyLoadOptions = {}): Promise<Policy> {
+  const catalog = new CatalogUpdater({
+    bundled: await loadBundledRelease(),
+    updates: config.policy.catalog === null ? null : await readCatalogUpdates(config.policy.catalog),
+    dir: config.store.path,
+    logger,
+    share: options.catalogShare ?? null,
+    onResult: options.onCatalogUpdate,
+  });
+  await catalog.loadStored();
+  const engine = new PolicyEngine({ catalog: catalog.release.catalog, categories: catalog.release.categories, apps: appStateFrom(config) });
+  catalog.on('release', (release) => engine.setCatalog(release.catalog, release.categories));
   if (options.offline === true) {
     const stored = await readStoredState(config);
     if (stored !== null) {
@@ -117,13 +136,13 @@ export async function startGateway(config: Config, logger: Logger, options: Star
   };
   const metrics = createMetrics(config.dns.upstreams, { dnsWorkers: config.dns.workers });
   const onListLoad = (isSuccess: boolean): void => metrics.reload('list', isSuccess);
-  let policy = await loadPolicy(config, logger, { onListLoad });
+  const store = openStore(config, logger, options);
+  let policy = await loadPolicy(config, logger, { onListLoad, onCatalogUpdate: (result) => metrics.catalogUpdate(result), catalogShare: store.catalogShare });
   const { engine } = policy;
   engine.on('swap', (event) => {
     logger.info({ component: 'policy', ...event }, 'policy swapped');
     metrics.policySwap(event);
   });
-  const store = openStore(config, logger, options);
   const audit = new AuditLog(config.store.path, logger, DEFAULTS.adminAuditKept);
   const control = new PolicyControl({ store, engine, audit, logger, extended: new Set(config.policy.extended) });
   // What has started is closed again, in reverse, when a later step fails (a port in use, a
@@ -144,6 +163,9 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     policy.lists.stop();
     return Promise.resolve();
   });
+  // After the store: a fleet's shared bundle is read through it.
+  policy.catalog.start();
+  started.push(() => policy.catalog.stop());
   let nft: NftFileSync | null = null;
   if (config.nftables !== null) {
     const sync = new NftFileSync(engine, { ...config.nftables, logger, onWritten: (isSuccess) => metrics.reload('nftables', isSuccess) });
@@ -177,6 +199,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
         extra: config.dns.workers - 1,
         dns: { ...config.dns, listen: address.includes(':') ? `[${address}]:${port}` : `${address}:${port}` },
         engine,
+        catalog: () => policy.catalog.release,
         logLevel: config.log.level,
         logger,
         onReport: (worker, report) => metrics.dnsWorkerReport(worker, report),
@@ -209,6 +232,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
     upstreams: () => dns.upstream.health(),
     proxyActive: () => proxy.activeConnections,
     storeHealthy: () => store.health().isHealthy,
+    catalog: () => policy.catalog.status(),
   });
   const activity = new ActivitySampler(() => metrics.totals(), DEFAULTS.activitySampleMs);
   activity.start();
@@ -281,6 +305,7 @@ export async function startGateway(config: Config, logger: Logger, options: Star
       isListening = false;
       activity.stop();
       policy.lists.stop();
+      await policy.catalog.stop();
       await nft?.stop();
       await admin.close();
       await proxy.close();

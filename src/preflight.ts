@@ -2,7 +2,8 @@ import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { loadCatalogChecked } from './catalog/index.js';
+import { loadBundledReleaseChecked } from './catalog/index.js';
+import { readCatalogUpdates } from './catalog/updater.js';
 import type { Config, Problem } from './config/index.js';
 import type { Locate } from './config/yaml-source.js';
 import { readTokenSecret } from './control/auth.js';
@@ -21,7 +22,7 @@ export interface Preflight {
 
 /**
  * Every check `start` makes before it serves, for `validate` and `start` alike, so that what
- * `validate` accepts `start` starts: the catalog, each admin token (inline, or its file readable
+ * `validate` accepts `start` starts: the catalog (and policy.catalog's key and CA), each admin token (inline, or its file readable
  * and long enough), the DoT/DoH certificate and key (readable, parsed, belonging together), every
  * local list (read by the very loader the gateway uses: a list that cannot be read is an error,
  * a line that is not a rule a warning with file:line), and a writable store directory. Remote
@@ -32,8 +33,16 @@ export async function preflight(config: Config, locate: Locate): Promise<Preflig
   const warnings: Problem[] = [];
   const at = (path: (string | number)[], message: string): Problem => ({ ...locate(path), message });
 
-  const catalog = await loadCatalogChecked();
+  const catalog = await loadBundledReleaseChecked();
   errors.push(...catalog.problems);
+  if (config.policy.catalog !== null) {
+    try {
+      await readCatalogUpdates(config.policy.catalog);
+    } catch (e: unknown) {
+      const field = isPortcullisError(e) && typeof e.details.field === 'string' ? e.details.field.split('.') : ['policy', 'catalog'];
+      errors.push(at(field, `PCL_ERR_CONFIG_INVALID: ${errorMessage(e)}`));
+    }
+  }
 
   for (const [i, token] of config.admin.tokens.entries()) {
     try {
@@ -64,7 +73,7 @@ export async function preflight(config: Config, locate: Locate): Promise<Preflig
   if (storeProblem !== null) errors.push(at(['store', 'path'], storeProblem));
 
   const remote = config.policy.lists.length - local.length;
-  const summary = `catalog of ${catalog.catalog.size} apps, ${local.length} local list(s) with ${statuses.reduce((n, s) => n + s.entries, 0)} entries${remote > 0 ? `, ${remote} remote list(s) fetched at start` : ''}`;
+  const summary = `catalog version ${catalog.release?.version ?? '?'} of ${catalog.release?.catalog.size ?? 0} apps, ${local.length} local list(s) with ${statuses.reduce((n, s) => n + s.entries, 0)} entries${remote > 0 ? `, ${remote} remote list(s) fetched at start` : ''}`;
   return { errors, warnings, summary };
 }
 

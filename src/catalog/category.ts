@@ -1,15 +1,16 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
-import { locateIn, parseYaml, schemaProblems } from '../config/yaml-source.js';
-import { PortcullisError, formatLocation } from '../errors.js';
+import { schemaProblems, type Problem } from '../config/yaml-source.js';
 import { parseRuleName } from '../match/name.js';
-import { DEFAULT_CATALOG_DIR } from './load.js';
+import type { CatalogDocument } from './load.js';
 
 /**
  * A category is a sourced list of names that belongs to no app, switched as a whole: today the
  * public DoH/DoT resolvers (`blocklists/categories/doh-bypass.yaml`).
  */
+export const CATEGORY_IDS = ['doh-bypass'] as const;
+
+export type CategoryId = (typeof CATEGORY_IDS)[number];
+
 const CategorySchema = Type.Object(
   {
     id: Type.String({ pattern: '^[a-z0-9-]+$' }),
@@ -27,23 +28,23 @@ export interface Category {
   domains: readonly string[];
 }
 
-export async function loadCategory(id: string, dir: string = join(DEFAULT_CATALOG_DIR, 'categories')): Promise<Category> {
-  const file = join(dir, `${id}.yaml`);
-  const source = parseYaml(file, await readFile(file, 'utf8'));
-  const problems = schemaProblems(CategorySchema, source.value, locateIn(source));
-  const raw = source.value as Static<typeof CategorySchema>;
+/** Checks and compiles one category's document; null (with problems recorded) when it is unusable. */
+export function compileCategory(document: CatalogDocument, expectedId: CategoryId, problems: Problem[]): Category | null {
+  const schemaIssues = schemaProblems(CategorySchema, document.value, document.locate);
+  if (schemaIssues.length > 0) {
+    problems.push(...schemaIssues);
+    return null;
+  }
+  const raw = document.value as Static<typeof CategorySchema>;
+  const before = problems.length;
+  if (raw.id !== expectedId) problems.push({ ...document.locate(['id']), message: `id "${raw.id}" does not match the category it is listed as (${expectedId})` });
   const domains: string[] = [];
-  if (problems.length === 0) {
-    raw.domains.forEach((entry, i) => {
-      try {
-        domains.push(parseRuleName(entry.value));
-      } catch (e: unknown) {
-        problems.push({ ...locateIn(source)(['domains', i, 'value']), message: e instanceof Error ? e.message : String(e) });
-      }
-    });
-  }
-  if (problems.length > 0) {
-    throw new PortcullisError('PCL_ERR_CATALOG_INVALID', problems.map((p) => `${formatLocation(p)}: ${p.message}`).join('\n'), { details: { problems } });
-  }
-  return { id: raw.id, name: raw.name, domains };
+  raw.domains.forEach((entry, i) => {
+    try {
+      domains.push(parseRuleName(entry.value));
+    } catch (e: unknown) {
+      problems.push({ ...document.locate(['domains', i, 'value']), message: e instanceof Error ? e.message : String(e) });
+    }
+  });
+  return problems.length === before ? { id: raw.id, name: raw.name, domains } : null;
 }

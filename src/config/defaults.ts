@@ -40,6 +40,13 @@ export const DEFAULTS = Object.freeze({
   /** A local list file edited: reload this long after the last change event (editors write in steps). */
   listWatchDebounceMs: 200,
 
+  /** Signed catalog bundles (policy.catalog): refresh bounds, download cap and deadline, retry after a failed download. */
+  catalogRefreshDefaultMs: 60 * 60 * 1000,
+  catalogRefreshMinMs: 5_000,
+  catalogFetchMaxBytes: 16 * 1024 * 1024,
+  catalogFetchTimeoutMs: 30_000,
+  catalogRetryMaxMs: 5 * 60 * 1000,
+
   /** How many entries the snapshot builder inserts before yielding to the event loop. */
   snapshotBuildSliceEntries: 4_096,
 

@@ -11,7 +11,7 @@ import { isLoopbackHost, parseHostPort } from './address.js';
 import { parseUpstreamAddress } from './upstream-address.js';
 import { nativeLoadError, nativeBinding } from '../util/native-addon.js';
 import { DEFAULTS } from './defaults.js';
-import { ConfigSchema, DEFAULT_FILE, type Config, type ConfigFile, type DnsConfig, type ListConfig, type MergedConfigFile, type TransparentConfig } from './schema.js';
+import { ConfigSchema, DEFAULT_FILE, type Config, type CatalogUpdateConfig, type ConfigFile, type DnsConfig, type ListConfig, type MergedConfigFile, type TransparentConfig } from './schema.js';
 import { locateIn, parseYaml, pathToField, schemaProblemsAt, type Locate, type Problem, type YamlSource } from './yaml-source.js';
 
 export const DEFAULT_CONFIG_FILE = 'portcullis.yaml';
@@ -146,7 +146,7 @@ function listName(source: string): string {
 }
 
 /** Checks what the schema cannot: addresses, CIDRs, names, tokens, list entries. */
-function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string): { problems: Problem[]; lists: ListConfig[] } {
+function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string): { problems: Problem[]; lists: ListConfig[]; catalog: CatalogUpdateConfig | null } {
   const problems: Problem[] = [];
   const report = (path: (string | number)[], message: string): void => {
     problems.push({ ...at(path), message });
@@ -247,7 +247,25 @@ function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string)
       isRemote,
     });
   });
-  return { problems, lists };
+  const catalog = merged.policy.catalog;
+  let catalogUpdates: CatalogUpdateConfig | null = null;
+  if (catalog !== undefined) {
+    const refreshMs = catalog.refresh === undefined ? DEFAULTS.catalogRefreshDefaultMs : parseDurationMs(catalog.refresh);
+    if (refreshMs < DEFAULTS.catalogRefreshMinMs) report(['policy', 'catalog', 'refresh'], `refresh must be at least ${DEFAULTS.catalogRefreshMinMs / 1000}s`);
+    if (refreshMs > DEFAULTS.listRefreshMaxMs) report(['policy', 'catalog', 'refresh'], `refresh must be at most ${DEFAULTS.listRefreshMaxMs / 86_400_000}d`);
+    try {
+      if (new URL(catalog.url).hostname === '') report(['policy', 'catalog', 'url'], 'the URL names no host');
+    } catch {
+      report(['policy', 'catalog', 'url'], `"${catalog.url}" is not a URL`);
+    }
+    catalogUpdates = {
+      url: catalog.url,
+      publicKey: catalog.publicKey.includes('-----BEGIN') ? catalog.publicKey : resolve(baseDir, catalog.publicKey),
+      refreshMs,
+      ca: catalog.ca === undefined ? null : resolve(baseDir, catalog.ca),
+    };
+  }
+  return { problems, lists, catalog: catalogUpdates };
 }
 
 function transparentConfig(file: NonNullable<ConfigFile['proxy']>['transparent']): TransparentConfig | null {
@@ -415,7 +433,7 @@ export async function loadConfigChecked(options: LoadOptions = {}): Promise<Load
       },
     },
     store: { path: isAbsolute(storePath) ? storePath : resolve(baseDir, storePath), redis: merged.store.redis ?? null },
-    policy: { apps: merged.policy.apps ?? [...DEFAULTS.policyApps], extended: merged.policy.extended ?? [], lists: semantic.lists },
+    policy: { apps: merged.policy.apps ?? [...DEFAULTS.policyApps], extended: merged.policy.extended ?? [], lists: semantic.lists, catalog: semantic.catalog },
     nftables:
       merged.nftables === undefined
         ? null

@@ -155,6 +155,17 @@ export const ConfigSchema = Type.Object(
           apps: Type.Optional(Type.Array(AppIdSchema, { uniqueItems: true })),
           extended: Type.Optional(Type.Array(AppIdSchema, { uniqueItems: true, description: 'apps whose extended tier is blocked too' })),
           lists: Type.Optional(Type.Array(Type.Union([Type.String({ minLength: 1 }), ListObject]))),
+          catalog: Type.Optional(
+            Type.Object(
+              {
+                url: Type.String({ pattern: '^https://', description: 'where the signed catalog bundle is fetched (HTTPS only)' }),
+                publicKey: Type.String({ minLength: 1, description: 'Ed25519 public key bundles must be signed with: a PEM file, or the PEM text' }),
+                refresh: Type.Optional(Duration),
+                ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of CA certificates trusted for url, beside the built-in roots' })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
         },
         { additionalProperties: false },
       ),
@@ -189,6 +200,15 @@ export interface ListConfig {
   app: (typeof APP_IDS)[number] | null;
   refreshMs: number;
   isRemote: boolean;
+}
+
+export interface CatalogUpdateConfig {
+  url: string;
+  /** The PEM text itself, or the absolute path of a PEM file. */
+  publicKey: string;
+  refreshMs: number;
+  /** Absolute path of a PEM file of extra trusted CAs, or null. */
+  ca: string | null;
 }
 
 export interface TokenConfig {
@@ -259,7 +279,7 @@ export interface Config {
   proxy: ProxyConfig;
   admin: { listen: string; tokens: TokenConfig[]; decisions: { kept: number; clientAddresses: boolean; names: boolean } };
   store: { path: string; redis: string | null };
-  policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[] };
+  policy: { apps: (typeof APP_IDS)[number][]; extended: (typeof APP_IDS)[number][]; lists: ListConfig[]; catalog: CatalogUpdateConfig | null };
   /** The IP layer exported as an nftables ruleset; null when not configured. */
   nftables: { file: string; apply: boolean; table: string } | null;
   log: { level: string };

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
 import { fastify, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
-import { APP_IDS, isAppId, type AppId, type Catalog } from '../catalog/index.js';
+import { APP_IDS, isAppId, type AppId } from '../catalog/index.js';
+import type { CatalogUpdater } from '../catalog/updater.js';
 import { DEFAULTS } from '../config/index.js';
 import { PortcullisError } from '../errors.js';
 import type { Resolution } from '../dns/explain.js';
@@ -25,7 +26,8 @@ import { etagOf, notFound, type PolicyState } from './state.js';
 import type { StoreHealth } from './store/types.js';
 
 export interface AdminDeps {
-  catalog: Catalog;
+  /** The catalog in force: its version and origin, and its updates (GET /v1/catalog, POST /v1/catalog/refresh). */
+  catalog: Pick<CatalogUpdater, 'status' | 'refresh'>;
   engine: PolicyEngine;
   control: PolicyControl;
   tokens: TokenVerifier;
@@ -196,11 +198,20 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     const store = deps.storeHealth();
     const checks = { listeners: deps.listenersReady(), policy: deps.engine.version > 0, store: store.isHealthy };
     const isReady = checks.listeners && checks.policy && checks.store;
+    // A refused catalog bundle leaves the last good catalog in force: worth a look, not unready.
+    const catalog = deps.catalog.status();
     return reply.code(isReady ? 200 : 503).send({
       ready: isReady,
       checks,
       reason: isReady ? null : (store.reason ?? (checks.listeners ? 'policy not loaded' : 'listeners not up')),
       restartPending: deps.restartPending?.() ?? [],
+      catalog: {
+        version: catalog.version,
+        origin: catalog.origin,
+        isExpired: catalog.isExpired,
+        lastResult: catalog.updates?.lastResult ?? null,
+        lastError: catalog.updates?.lastError ?? null,
+      },
     });
   });
 
@@ -217,14 +228,14 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     const blocks = deps.activity.blocksLastHour();
     return views.map((view) => ({ ...view, blocksLastHour: blocks[view.id as AppId] }));
   };
-  const appView = (id: AppId): ReturnType<typeof withBlocks>[number] => withBlocks(appViews([deps.catalog.get(id)!], deps.engine.current))[0]!;
+  const appView = (id: AppId): ReturnType<typeof withBlocks>[number] => withBlocks(appViews([deps.engine.catalog.get(id)!], deps.engine.current))[0]!;
   const appEtag = (state: PolicyState, id: AppId): string => etagOf({ id, enabled: state.apps[id] });
   const errors = { 400: S.Problem, 401: S.Problem, 403: S.Problem, 404: S.Problem, 409: S.Problem, 412: S.Problem, 429: S.Problem, 503: S.Problem };
 
   app.get('/v1/apps', { config: { scope: 'read' }, schema: { response: { 200: { type: 'array', items: S.AppBody } } } }, () =>
     withBlocks(
       appViews(
-        APP_IDS.map((id) => deps.catalog.get(id)!),
+        APP_IDS.map((id) => deps.engine.catalog.get(id)!),
         deps.engine.current,
       ),
     ),
@@ -304,7 +315,16 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
       adminRules: state.rules.length,
       rulesInForce: counts,
       store: { kind: deps.storeKind, ...deps.storeHealth() },
+      catalog: { version: deps.catalog.status().version, origin: deps.catalog.status().origin },
     });
+  });
+
+  app.get('/v1/catalog', { config: { scope: 'read' }, schema: { response: { 200: S.CatalogStatus } } }, () => deps.catalog.status());
+
+  app.post('/v1/catalog/refresh', { config: { scope: 'write' }, schema: { response: { 200: S.CatalogRefresh, 409: S.Problem } } }, async () => {
+    if (deps.catalog.status().updates === null) throw new PortcullisError('PCL_ERR_CONFLICT', 'no catalog updates configured (policy.catalog)');
+    const result = await deps.catalog.refresh();
+    return { result, catalog: deps.catalog.status() };
   });
 
   app.get<{ Querystring: S.LimitQuery }>('/v1/decisions', { config: { scope: 'read' }, schema: { querystring: S.LimitQuery } }, (request) => deps.decisions.recent(limitOf(request.query)));

@@ -22,6 +22,31 @@ export const AppBody = Type.Object({
   blocksLastHour: Type.Optional(Type.Integer({ description: 'blocks attributed to the app over the last hour' })),
 });
 
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const CatalogStatus = Type.Object({
+  version: Type.Integer({ description: 'version of the catalog in force' }),
+  origin: Type.Union([Type.Literal('bundled'), Type.Literal('signed')], { description: 'bundled with this build, or a verified signed bundle' }),
+  issued: Type.String(),
+  expires: Nullable(Type.String()),
+  isExpired: Type.Boolean({ description: 'a signed bundle past its expiry stays in force until a newer one loads' }),
+  bundledVersion: Type.Integer(),
+  receivedVia: Nullable(Type.Union([Type.Literal('download'), Type.Literal('fleet')])),
+  receivedAt: Nullable(Type.String()),
+  updates: Nullable(
+    Type.Object({
+      url: Type.String(),
+      refreshSeconds: Type.Number(),
+      lastCheck: Nullable(Type.String()),
+      lastResult: Nullable(Type.String({ description: 'applied, unchanged, fetch-failed, malformed, bad-signature, invalid, expired, stale' })),
+      lastError: Nullable(Type.String()),
+      nextCheck: Nullable(Type.String()),
+    }),
+  ),
+});
+
+export const CatalogRefresh = Type.Object({ result: Type.String(), catalog: CatalogStatus });
+
 export const WhoAmI = Type.Object({ name: Type.String(), scopes: Type.Array(Type.String()) });
 
 export const MinutesQuery = Type.Object({ minutes: Type.Optional(Type.String({ pattern: '^[0-9]{1,2}$', description: '1-60, default 15' })) }, { additionalProperties: false });
@@ -70,7 +95,6 @@ export const CheckQuery = Type.Object(
 export type CheckQuery = Static<typeof CheckQuery>;
 
 const Verdict = Type.Union([Type.Literal('allow'), Type.Literal('block')]);
-const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 
 export const CheckBody = Type.Object({
   target: Type.String(),

@@ -29,6 +29,8 @@ export type DnsReply = (message: Buffer | null, client: DnsClient) => void;
 export interface PolicyView {
   decide(query: DecisionQuery): Decision;
   readonly version: number;
+  /** The doh-bypass category's names in force (they change with the catalog). */
+  readonly dohResolvers: NameSet;
 }
 
 export interface NameSet {

@@ -1,14 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
-import { loadCategory } from '../catalog/index.js';
 import { parseListenAddress } from '../config/address.js';
 import { PortcullisError, errorMessage } from '../errors.js';
 import type { DnsConfig } from '../config/index.js';
-import { SuffixNameSet } from '../match/name-set.js';
 import type { Logger } from '../observability/logger.js';
 import { AnswerCache, DEFAULT_CACHE_LIMITS } from './cache.js';
-import { createDnsChain, type DnsChainOptions, type PolicyView } from './chain.js';
+import { createDnsChain, type DnsChainOptions, type NameSet, type PolicyView } from './chain.js';
 import { ClientAcl, DEFAULT_CLIENT_NETWORKS } from '../match/client-acl.js';
 import { ClientRateLimiter } from './client-limits.js';
 import { createDohListener } from './doh-listener.js';
@@ -82,9 +80,9 @@ function batchUdpListener(binding: NonNullable<ReturnType<typeof nativeBinding>>
   };
 }
 
-/** The public DoH/DoT resolver names (dns.bypass.dohResolvers), or null when that category is off. */
-export async function dohResolverNames(isOn: boolean): Promise<SuffixNameSet | null> {
-  return isOn ? new SuffixNameSet((await loadCategory('doh-bypass')).domains) : null;
+/** The public DoH/DoT resolver names in force (dns.bypass.dohResolvers), or null when that category is off. */
+export function dohResolverNames(isOn: boolean, policy: PolicyView): NameSet | null {
+  return isOn ? { match: (name) => policy.dohResolvers.match(name) } : null;
 }
 
 /** A file named by the config, or PCL_ERR_CONFIG_INVALID naming the field. */
@@ -141,7 +139,7 @@ export class DnsServer {
     const cache = new AnswerCache({ ...DEFAULT_CACHE_LIMITS, maxEntries: config.cache.maxEntries, maxBytes: config.cache.maxBytes, staleMaxSec: config.cache.serveStale ? DEFAULT_CACHE_LIMITS.staleMaxSec : 0 });
     const upstreamCa = config.upstreamCa === null ? null : await readConfigFile('dns.upstreamCa', config.upstreamCa);
     const upstream = deps.upstream ?? new UpstreamPool(config.upstreams, { logger, onResult: deps.onUpstreamResult, ca: upstreamCa?.toString('utf8') ?? null });
-    const dohResolvers = await dohResolverNames(config.bypass.dohResolvers);
+    const dohResolvers = dohResolverNames(config.bypass.dohResolvers, deps.policy);
     const chain = createDnsChain({
       policy: deps.policy,
       upstream,

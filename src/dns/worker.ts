@@ -6,13 +6,14 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Registry } from 'prom-client';
-import { loadCatalog, type AppId } from '../catalog/index.js';
+import { compileRelease, type AppId } from '../catalog/index.js';
 import { createLogger } from '../observability/logger.js';
 import { HotHistogram } from '../observability/hot-metrics.js';
 import { DNS_DURATION_BUCKETS, DNS_QUERY_SERIES, dnsQueryIndex } from '../observability/metrics.js';
 import { PolicyEngine, type BlockEvent } from '../policy/index.js';
 import { DnsServer } from './server.js';
-import type { DnsWorkerData, ToDnsWorker } from './workers.js';
+import type { Problem } from '../config/index.js';
+import type { DnsWorkerData, ToDnsWorker, WorkerCatalog } from './workers.js';
 
 const REPORT_EVERY_MS = 1_000;
 /** Blocks are passed on in batches, at least this often. */
@@ -22,9 +23,17 @@ const data = workerData as DnsWorkerData;
 const port = parentPort!;
 const logger = createLogger({ level: data.logLevel }).child({ worker: data.index });
 
-const catalog = await loadCatalog();
+/** The main thread checked these documents before sending them; a problem here is a bug. */
+function compileCatalog(message: WorkerCatalog): NonNullable<ReturnType<typeof compileRelease>> {
+  const problems: Problem[] = [];
+  const release = compileRelease(message.documents, message.meta, message.origin, 'catalog from the main thread', problems);
+  if (release === null) throw new Error(`catalog from the main thread does not compile: ${problems.map((p) => p.message).join('; ')}`);
+  return release;
+}
+
+const release = compileCatalog(data.catalog);
 const appState = (apps: { enabled: readonly AppId[]; extended: readonly AppId[] }) => ({ enabled: new Set(apps.enabled), extended: new Set(apps.extended) });
-const engine = new PolicyEngine({ catalog, apps: appState(data.apps), adminRules: data.rules });
+const engine = new PolicyEngine({ catalog: release.catalog, categories: release.categories, apps: appState(data.apps), adminRules: data.rules });
 await engine.setLists(data.lists);
 
 let queries = new Float64Array(DNS_QUERY_SERIES);
@@ -68,6 +77,11 @@ port.on('message', (message: ToDnsWorker) => {
     case 'lists':
       void engine.setLists(message.lists);
       break;
+    case 'catalog': {
+      const next = compileCatalog(message);
+      engine.setCatalog(next.catalog, next.categories);
+      break;
+    }
     case 'close':
       clearInterval(report);
       clearInterval(passBlocks);

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { AppId } from '../catalog/index.js';
+import type { AppId, CatalogDocuments, CatalogRelease, ReleaseMeta } from '../catalog/index.js';
 import type { DnsConfig } from '../config/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { DnsWorkerReport } from '../observability/metrics.js';
@@ -14,13 +14,26 @@ export interface DnsWorkerData {
   apps: { enabled: AppId[]; extended: AppId[] };
   rules: readonly AdminRule[];
   lists: readonly ListEntries[];
+  catalog: WorkerCatalog;
   logLevel: string;
+}
+
+/** The catalog in force as plain documents: the worker compiles its own copy. */
+export interface WorkerCatalog {
+  documents: CatalogDocuments;
+  meta: ReleaseMeta;
+  origin: CatalogRelease['origin'];
+}
+
+function workerCatalog(release: CatalogRelease): WorkerCatalog {
+  return { documents: release.documents, meta: { version: release.version, issued: release.issued, expires: release.expires }, origin: release.origin };
 }
 
 export type ToDnsWorker =
   | { type: 'apps'; enabled: AppId[]; extended: AppId[] }
   | { type: 'rules'; rules: readonly AdminRule[] }
   | { type: 'lists'; lists: readonly ListEntries[] }
+  | ({ type: 'catalog' } & WorkerCatalog)
   | { type: 'close' };
 
 type FromDnsWorker =
@@ -33,6 +46,8 @@ export interface DnsWorkerPoolOptions {
   extra: number;
   dns: DnsConfig;
   engine: PolicyEngine;
+  /** The catalog release in force (the engine holds it compiled). */
+  catalog: () => CatalogRelease;
   logLevel: string;
   logger: Logger;
   onReport: (worker: number, report: DnsWorkerReport) => void;
@@ -67,6 +82,7 @@ export class DnsWorkerPool {
         apps: { enabled: [...apps.enabled], extended: [...apps.extended] },
         rules: engine.rules,
         lists: engine.listEntries,
+        catalog: workerCatalog(this.options.catalog()),
         logLevel: this.options.logLevel,
       };
       const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
@@ -134,6 +150,7 @@ export class DnsWorkerPool {
     let message: ToDnsWorker;
     if (event.reason === 'apps') message = { type: 'apps', enabled: [...engine.current.apps.enabled], extended: [...engine.current.apps.extended] };
     else if (event.reason === 'rules') message = { type: 'rules', rules: engine.rules };
+    else if (event.reason === 'catalog') message = { type: 'catalog', ...workerCatalog(this.options.catalog()) };
     else message = { type: 'lists', lists: engine.listEntries };
     for (const worker of this.workers) worker.postMessage(message);
   }

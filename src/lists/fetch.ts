@@ -1,3 +1,4 @@
+import { fetch, type Dispatcher, type Response } from 'undici';
 import { PortcullisError, errorMessage } from '../errors.js';
 
 export interface FetchedList {
@@ -8,20 +9,21 @@ export interface FetchedList {
 }
 
 /**
- * Downloads a list over http(s) with a deadline and a size cap (the body is read in chunks and
- * abandoned past the cap, so a hostile server cannot fill memory), sending the validators of
- * the copy we have so an unchanged list costs a 304.
+ * Downloads a list (or a catalog bundle) over http(s) with a deadline and a size cap (the body
+ * is read in chunks and abandoned past the cap, so a hostile server cannot fill memory), sending
+ * the validators of the copy we have so an unchanged document costs a 304. `dispatcher` carries
+ * connection options such as extra trusted CAs.
  */
 export async function fetchList(
   url: string,
-  options: { maxBytes: number; timeoutMs: number; etag?: string | null; lastModified?: string | null },
+  options: { maxBytes: number; timeoutMs: number; etag?: string | null; lastModified?: string | null; dispatcher?: Dispatcher; accept?: string },
 ): Promise<FetchedList> {
-  const headers: Record<string, string> = { 'user-agent': 'portcullis list fetcher', accept: 'text/plain, */*' };
+  const headers: Record<string, string> = { 'user-agent': 'portcullis', accept: options.accept ?? 'text/plain, */*' };
   if (options.etag) headers['if-none-match'] = options.etag;
   if (options.lastModified) headers['if-modified-since'] = options.lastModified;
   let response: Response;
   try {
-    response = await fetch(url, { headers, signal: AbortSignal.timeout(options.timeoutMs), redirect: 'follow' });
+    response = await fetch(url, { headers, signal: AbortSignal.timeout(options.timeoutMs), redirect: 'follow', ...(options.dispatcher === undefined ? {} : { dispatcher: options.dispatcher }) });
   } catch (e: unknown) {
     throw new PortcullisError('PCL_ERR_LIST_FETCH', `${url}: ${errorMessage(e)}`, { cause: e, details: { url } });
   }
@@ -40,7 +42,7 @@ export async function fetchList(
   }
   const chunks: Uint8Array[] = [];
   let size = 0;
-  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
   try {
     for (;;) {
       const { done, value } = await reader.read();

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { HotCounter, HotHistogram } from './hot-metrics.js';
 import { APP_IDS } from '../catalog/index.js';
+import { UPDATE_RESULTS, type CatalogStatus, type UpdateResult } from '../catalog/updater.js';
 import type { BlockEvent, PolicyEngine, SwapEvent } from '../policy/index.js';
 import { PROXY_LISTENERS, PROXY_RESULTS } from '../proxy/events.js';
 
@@ -54,6 +55,7 @@ export interface MetricSources {
   upstreams(): readonly { upstream: string; healthy: boolean }[];
   proxyActive(): Record<ProxyListener, number>;
   storeHealthy(): boolean;
+  catalog(): CatalogStatus;
 }
 
 export interface Metrics {
@@ -69,6 +71,8 @@ export interface Metrics {
   upstreamResult(upstream: string, outcome: 'ok' | (typeof UPSTREAM_ERROR_KINDS)[number], rttMs: number | null): void;
   policySwap(event: SwapEvent): void;
   reload(kind: 'config' | 'list' | 'nftables', isSuccess: boolean): void;
+  /** One look at a catalog bundle (download or fleet), by outcome. */
+  catalogUpdate(result: UpdateResult): void;
   authFailure(): void;
   /** Running totals since start, for the console's activity view. */
   totals(): ActivityTotals;
@@ -217,7 +221,7 @@ export function createMetrics(upstreams: readonly string[], options: { dnsWorker
     },
   });
   const buildDuration = new Histogram({ name: 'portcullis_policy_build_duration_seconds', help: 'Time to build a new policy snapshot, by what changed', labelNames: ['reason'] as const, buckets: BUILD_DURATION_BUCKETS, registers });
-  const buildBy = { apps: declaredHistogram(buildDuration, { reason: 'apps' }), rules: declaredHistogram(buildDuration, { reason: 'rules' }), lists: declaredHistogram(buildDuration, { reason: 'lists' }) };
+  const buildBy = { apps: declaredHistogram(buildDuration, { reason: 'apps' }), rules: declaredHistogram(buildDuration, { reason: 'rules' }), lists: declaredHistogram(buildDuration, { reason: 'lists' }), catalog: declaredHistogram(buildDuration, { reason: 'catalog' }) };
   const reloads = new Counter({ name: 'portcullis_reloads_total', help: 'Configuration reloads (SIGHUP), list loads and nftables exports, by kind and result', labelNames: ['kind', 'result'] as const, registers });
   for (const kind of ['config', 'list', 'nftables']) for (const result of ['success', 'failure']) declared(reloads, { kind, result });
   new Gauge({
@@ -228,6 +232,25 @@ export function createMetrics(upstreams: readonly string[], options: { dnsWorker
       this.set(sources === null || sources.storeHealthy() ? 1 : 0);
     },
   });
+  new Gauge({
+    name: 'portcullis_catalog_version',
+    help: 'Version of the app catalog in force (bundled, or a verified signed bundle)',
+    registers,
+    collect() {
+      if (sources !== null) this.set(sources.catalog().version);
+    },
+  });
+  new Gauge({
+    name: 'portcullis_catalog_expiry_timestamp_seconds',
+    help: 'When the signed catalog bundle in force expires (Unix time); 0 for the bundled catalog',
+    registers,
+    collect() {
+      const expires = sources?.catalog().expires ?? null;
+      this.set(expires === null ? 0 : Date.parse(expires) / 1000);
+    },
+  });
+  const catalogUpdates = new Counter({ name: 'portcullis_catalog_updates_total', help: 'Signed catalog bundles looked at (downloaded or shared by the fleet), by result: applied, unchanged, or why refused', labelNames: ['result'] as const, registers });
+  for (const result of UPDATE_RESULTS) declared(catalogUpdates, { result });
   const authFailures = new Counter({ name: 'portcullis_admin_auth_failures_total', help: 'Admin API requests refused for a missing or wrong token', registers });
 
   return {
@@ -271,6 +294,9 @@ export function createMetrics(upstreams: readonly string[], options: { dnsWorker
     },
     reload(kind, isSuccess) {
       reloads.inc({ kind, result: isSuccess ? 'success' : 'failure' });
+    },
+    catalogUpdate(result) {
+      catalogUpdates.inc({ result });
     },
     authFailure() {
       authFailures.inc();

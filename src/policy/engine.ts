@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import type { AppId, Catalog } from '../catalog/index.js';
+import type { AppId, Catalog, Category, CategoryId } from '../catalog/index.js';
+import { SuffixNameSet } from '../match/name-set.js';
 import type { AdminRule } from './admin-rule.js';
 import { compileLists, compileOverlay, type ListEntries } from './compile.js';
 import { EMPTY_INDEX } from './rule-index.js';
@@ -7,13 +8,15 @@ import { PolicySnapshot, type AppState, type Decision, type DecisionQuery } from
 
 export interface PolicyEngineOptions {
   catalog: Catalog;
+  /** The catalog's categories (doh-bypass); none when absent. */
+  categories?: ReadonlyMap<CategoryId, Category>;
   apps: AppState;
   adminRules?: readonly AdminRule[];
 }
 
 export interface SwapEvent {
   version: number;
-  reason: 'apps' | 'rules' | 'lists';
+  reason: 'apps' | 'rules' | 'lists' | 'catalog';
   buildMs: number;
 }
 
@@ -23,7 +26,8 @@ export interface SwapEvent {
  * trigger during a build is coalesced into one more build with the newest lists.
  */
 export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
-  readonly catalog: Catalog;
+  private catalogInForce: Catalog;
+  private dohResolverNames: SuffixNameSet;
   private snapshot: PolicySnapshot;
   private adminRules: readonly AdminRule[];
   private listBuild: Promise<void> | null = null;
@@ -32,7 +36,8 @@ export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
 
   constructor(options: PolicyEngineOptions) {
     super();
-    this.catalog = options.catalog;
+    this.catalogInForce = options.catalog;
+    this.dohResolverNames = new SuffixNameSet(options.categories?.get('doh-bypass')?.domains ?? []);
     this.adminRules = options.adminRules ?? [];
     this.snapshot = new PolicySnapshot({
       version: 1,
@@ -40,6 +45,16 @@ export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
       lists: EMPTY_INDEX,
       apps: options.apps,
     });
+  }
+
+  /** The app catalog in force (bundled, or a verified catalog bundle). */
+  get catalog(): Catalog {
+    return this.catalogInForce;
+  }
+
+  /** The doh-bypass category's names in force (enforced when dns.bypass.dohResolvers is on). */
+  get dohResolvers(): SuffixNameSet {
+    return this.dohResolverNames;
   }
 
   get current(): PolicySnapshot {
@@ -80,6 +95,15 @@ export class PolicyEngine extends EventEmitter<{ swap: [SwapEvent] }> {
     const overlay = compileOverlay(this.catalog, rules);
     this.adminRules = rules;
     this.swap(this.snapshot.with(this.snapshot.version + 1, { overlay }), 'rules', started);
+  }
+
+  /** A new catalog replaces the old one whole: its entries, and the categories with it. */
+  setCatalog(catalog: Catalog, categories: ReadonlyMap<CategoryId, Category>): void {
+    const started = performance.now();
+    const overlay = compileOverlay(catalog, this.adminRules);
+    this.catalogInForce = catalog;
+    this.dohResolverNames = new SuffixNameSet(categories.get('doh-bypass')?.domains ?? []);
+    this.swap(this.snapshot.with(this.snapshot.version + 1, { overlay }), 'catalog', started);
   }
 
   /** Rebuilds the lists index in the background; resolves once the newest lists are in force. */

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { APP_IDS, loadCatalog } from '../../src/catalog/index.js';
+import { APP_IDS, loadBundledRelease } from '../../src/catalog/index.js';
+import { CatalogUpdater } from '../../src/catalog/updater.js';
 import { ActivitySampler, AuditLog, DecisionLog, PolicyControl, buildAdmin, initialState, loadTokens, type PolicyState } from '../../src/control/index.js';
 import { FileStore } from '../../src/control/store/index.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -27,8 +28,8 @@ let clientSeq = 0;
 
 async function buildGateway(tokens: { name: string; token: string; scopes: ('read' | 'write' | 'admin')[] }[], subdir: string): Promise<{ app: FastifyInstance; engine: PolicyEngine; store: FileStore; decisions: DecisionLog }> {
   const path = join(dir, subdir);
-  const catalog = await loadCatalog();
-  const gatewayEngine = new PolicyEngine({ catalog, apps: { enabled: new Set(APP_IDS), extended: new Set() } });
+  const catalog = new CatalogUpdater({ bundled: await loadBundledRelease(), updates: null, dir: path, logger: silentLogger });
+  const gatewayEngine = new PolicyEngine({ catalog: catalog.release.catalog, categories: catalog.release.categories, apps: { enabled: new Set(APP_IDS), extended: new Set() } });
   const fileStore = new FileStore({ dir: path, logger: silentLogger });
   const audit = new AuditLog(path, silentLogger, 1000);
   const control = new PolicyControl({ store: fileStore, engine: gatewayEngine, audit, logger: silentLogger, extended: new Set() });
@@ -41,6 +42,7 @@ async function buildGateway(tokens: { name: string; token: string; scopes: ('rea
     upstreams: () => [],
     proxyActive: () => ({ tls: 0, http: 0, transparent: 0, quic: 0 }),
     storeHealthy: () => true,
+    catalog: () => catalog.status(),
   });
   const log = new DecisionLog(100, false);
   const built = await buildAdmin({

@@ -24,6 +24,7 @@ export interface FileStoreOptions {
  */
 export class FileStore extends EventEmitter<{ state: [PolicyState] }> implements PolicyStore {
   readonly kind = 'file';
+  readonly catalogShare = null;
   readonly path: string;
   readonly previousPath: string;
   private current: PolicyState | null = null;

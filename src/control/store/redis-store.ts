@@ -3,11 +3,15 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createClient } from 'redis';
 import { PortcullisError, isPortcullisError } from '../../errors.js';
+import type { CatalogShare } from '../../catalog/updater.js';
 import type { Logger } from '../../observability/logger.js';
 import { writeFileAtomic } from '../../util/atomic-file.js';
 import { parseState, type PolicyState } from '../state.js';
 import type { PolicyStore, StoreHealth } from './types.js';
 
+const KEY_CATALOG = 'portcullis:catalog:bundle';
+const KEY_CATALOG_VERSION = 'portcullis:catalog:version';
+const CATALOG_CHANNEL = 'portcullis:catalog:changes';
 const KEY_STATE = 'portcullis:policy:state';
 const KEY_VERSION = 'portcullis:policy:version';
 const CHANNEL = 'portcullis:policy:changes';
@@ -23,6 +27,14 @@ if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1`;
+
+/** Keeps a verified catalog bundle for the fleet only if it is newer than the one there. */
+const OFFER_IF_NEWER = `
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1`;
 
 export interface RedisStoreOptions {
@@ -56,6 +68,25 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
   private downSince: number | null = Date.now();
   private lastError = 'not connected yet';
   private isClosed = false;
+  private readonly catalogListeners: ((bundle: string) => void)[] = [];
+  /** This gateway's last offered bundle, offered again after an outage (a no-op when the fleet has it). */
+  private catalogOffer: { bundle: string; version: number } | null = null;
+
+  /**
+   * Verified catalog bundles, shared: a gateway that accepts a newer bundle stores it here (only
+   * if newer than the fleet's) and publishes; every gateway reads it on the publish and after a
+   * reconnect, verifies it itself, and takes it when newer. The fleet converges on the highest.
+   */
+  readonly catalogShare: CatalogShare = {
+    offer: async (bundle, version) => {
+      this.catalogOffer = { bundle, version };
+      await this.client.eval(OFFER_IF_NEWER, { keys: [KEY_CATALOG, KEY_CATALOG_VERSION], arguments: [String(version), bundle, CATALOG_CHANNEL] });
+    },
+    latest: () => this.client.get(KEY_CATALOG),
+    onBundle: (listener) => {
+      this.catalogListeners.push(listener);
+    },
+  };
 
   constructor(private readonly options: RedisStoreOptions) {
     super();
@@ -72,8 +103,11 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
       if (this.downSince !== null) this.log.info({ downMs: Date.now() - this.downSince }, 'redis connected');
       this.downSince = null;
     });
-    // (Re)subscribed: changes published while away were missed; read the state again.
-    this.subscriber.on('ready', () => this.resync());
+    // (Re)subscribed: changes published while away were missed; read the state (and the catalog) again.
+    this.subscriber.on('ready', () => {
+      this.resync();
+      this.announceCatalog();
+    });
   }
 
   async load(initial: PolicyState): Promise<PolicyState> {
@@ -81,7 +115,7 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
     connected.catch((e: unknown) => this.markDown(e instanceof Error ? e.message : String(e)));
     const isConnected = await Promise.race([connected.catch(() => false), sleep(START_WAIT_MS).then(() => false)]);
     if (isConnected) {
-      await this.subscriber.subscribe(CHANNEL, () => this.resync());
+      await this.subscribe();
       let state = await this.read();
       if (state === null) {
         await this.compareAndSet(0, initial);
@@ -91,7 +125,7 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
       return state;
     }
     // Keep trying in the background; the subscription is set up once connected.
-    void connected.then(() => this.subscriber.subscribe(CHANNEL, () => this.resync())).catch(() => undefined);
+    void connected.then(() => this.subscribe()).catch(() => undefined);
     const cached = await readFile(this.cachePath, 'utf8').then(
       (text) => parseState(text, this.cachePath),
       () => null,
@@ -143,6 +177,23 @@ export class RedisStore extends EventEmitter<{ state: [PolicyState] }> implement
       if (client.isOpen) await client.close().catch(() => client.destroy());
       else client.destroy();
     }
+  }
+
+  private async subscribe(): Promise<void> {
+    await this.subscriber.subscribe(CHANNEL, () => this.resync());
+    await this.subscriber.subscribe(CATALOG_CHANNEL, () => this.announceCatalog());
+  }
+
+  /** Hands the fleet's catalog bundle to the listeners; first offers this gateway's own again (it may have been offered while Redis was away). */
+  private announceCatalog(): void {
+    if (this.isClosed || !this.client.isReady || this.catalogListeners.length === 0) return;
+    const offer = this.catalogOffer;
+    void (offer === null ? Promise.resolve() : this.catalogShare.offer(offer.bundle, offer.version))
+      .then(() => this.client.get(KEY_CATALOG))
+      .then((bundle) => {
+        if (bundle !== null) for (const listener of this.catalogListeners) listener(bundle);
+      })
+      .catch((e: unknown) => this.markDown(e instanceof Error ? e.message : String(e)));
   }
 
   private async read(): Promise<PolicyState | null> {

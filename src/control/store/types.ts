@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events';
+import type { CatalogShare } from '../../catalog/updater.js';
 import type { PolicyState } from '../state.js';
 
 export interface StoreHealth {
@@ -19,5 +20,7 @@ export interface PolicyStore extends EventEmitter<{ state: [PolicyState] }> {
   load(initial: PolicyState): Promise<PolicyState>;
   update<T>(change: (current: PolicyState) => { state: PolicyState; result: T }): Promise<{ state: PolicyState; result: T }>;
   health(): StoreHealth;
+  /** How the fleet shares verified catalog bundles (Redis); null for a gateway on its own. */
+  readonly catalogShare: CatalogShare | null;
   close(): Promise<void>;
 }

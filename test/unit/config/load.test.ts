@@ -96,7 +96,7 @@ describe('loadConfigChecked: defaults', () => {
       },
       admin: { listen: '127.0.0.1:9090', tokens: [], decisions: { kept: 1000, clientAddresses: false, names: true } },
       store: { path: join(dir, 'data'), redis: null },
-      policy: { apps: ['kakaotalk', 'line', 'didi', 'talkbox', 'vower'], extended: [], lists: [] },
+      policy: { apps: ['kakaotalk', 'line', 'didi', 'talkbox', 'vower'], extended: [], lists: [], catalog: null },
       nftables: null,
       log: { level: 'info' },
     });
@@ -722,6 +722,10 @@ describe('CONFIG_KEYS', () => {
       'policy.apps': 'PORTCULLIS_POLICY_APPS',
       'policy.extended': 'PORTCULLIS_POLICY_EXTENDED',
       'policy.lists': 'PORTCULLIS_POLICY_LISTS',
+      'policy.catalog.url': 'PORTCULLIS_POLICY_CATALOG_URL',
+      'policy.catalog.publicKey': 'PORTCULLIS_POLICY_CATALOG_PUBLIC_KEY',
+      'policy.catalog.refresh': 'PORTCULLIS_POLICY_CATALOG_REFRESH',
+      'policy.catalog.ca': 'PORTCULLIS_POLICY_CATALOG_CA',
       'nftables.file': 'PORTCULLIS_NFTABLES_FILE',
       'nftables.apply': 'PORTCULLIS_NFTABLES_APPLY',
       'nftables.table': 'PORTCULLIS_NFTABLES_TABLE',
@@ -797,6 +801,10 @@ describe('CONFIG_KEYS', () => {
       PORTCULLIS_POLICY_APPS: 'kakaotalk',
       PORTCULLIS_POLICY_EXTENDED: 'kakaotalk',
       PORTCULLIS_POLICY_LISTS: 'https://lists.example.com/a.txt',
+      PORTCULLIS_POLICY_CATALOG_URL: 'https://catalog.example.com/portcullis.bundle',
+      PORTCULLIS_POLICY_CATALOG_PUBLIC_KEY: '/etc/portcullis/catalog.pub',
+      PORTCULLIS_POLICY_CATALOG_REFRESH: '6h',
+      PORTCULLIS_POLICY_CATALOG_CA: '/etc/portcullis/catalog-ca.pem',
       PORTCULLIS_LOG_LEVEL: 'debug',
     };
     expect(Object.keys(values).sort()).toEqual(CONFIG_KEYS.map((leaf) => leaf.env).sort());
@@ -805,6 +813,7 @@ describe('CONFIG_KEYS', () => {
     expect(config.admin.tokens).toEqual([{ name: 'ops', token: '0123456789abcdef', tokenFile: null, scopes: ['admin'] }]);
     expect(config.store).toEqual({ path: '/var/lib/portcullis', redis: 'redis://127.0.0.1:6379/0' });
     expect(config.policy.extended).toEqual(['kakaotalk']);
+    expect(config.policy.catalog).toEqual({ url: 'https://catalog.example.com/portcullis.bundle', publicKey: '/etc/portcullis/catalog.pub', refreshMs: 6 * 3_600_000, ca: '/etc/portcullis/catalog-ca.pem' });
     expect(config.log.level).toBe('debug');
     expect(config.proxy.transparent).toEqual({ mode: 'tproxy', tcp: '0.0.0.0:15001', quic: '0.0.0.0:15443', firstDataTimeoutMs: 500, quicIdleTimeoutMs: 20_000, quicMaxFlows: 500 });
     expect(config.nftables).toEqual({ file: '/var/lib/portcullis/ip-layer.nft', apply: true, table: 'gate' });
