@@ -15,6 +15,9 @@
  *     20-60 s (apps' long connections)
  *   - CONNECT tunnels with TLS 1.3 inside downloading 1 MiB
  *   - blocked names on both listeners (alert, 451), and DNS queries (allowed, blocked, unknown)
+ *   - a signed catalog bundle published anew every 20 s (policy.catalog, refresh 5 s): each adds a
+ *     name the upstream answers, which DNS must block within 8 s (every swap re-judges open
+ *     connections too)
  *
  * Every SAMPLE_SECONDS it samples the gateway's RSS, heap, descriptors, event-loop delay (p99)
  * and active connection gauges into bench/results/soak-<date>.json and prints a table. It fails
@@ -33,7 +36,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import { startFakeUpstream } from '../test/support/fake-upstream.js';
+import { createServer as createHttpsServer } from 'node:https';
+import { loadBundledRelease } from '../src/catalog/index.js';
+import { ed25519Keys, signedBundle, withDomain } from '../test/support/catalog-bundles.js';
+import { startFakeUpstream, type FakeUpstream } from '../test/support/fake-upstream.js';
+import { makeTestPki } from '../test/support/test-pki.js';
 import { buildQuery, decode } from '../test/support/dns-message.js';
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 600);
@@ -221,6 +228,75 @@ async function blockedLoop(worker: string, until: number, tlsPort: number, httpP
     else count(worker, 'failed', `HTTP to ${BLOCKED}: ${status}`);
     await sleep(500);
   }
+}
+
+/** One A query; the rcode, or null without an answer in a second. */
+function queryRcode(dnsPort: number, name: string): Promise<number | null> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    const timer = setTimeout(() => {
+      socket.close();
+      resolve(null);
+    }, 1_000);
+    socket.once('message', (message) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(decode(message).rcode);
+    });
+    socket.send(buildQuery({ id: 4242, name }), dnsPort, '127.0.0.1');
+  });
+}
+
+/** The catalog source: publishes a newer signed bundle every 20 s, each blocking one more name the upstream answers. */
+async function catalogLoop(worker: string, until: number, dnsPort: number, catalog: CatalogSource): Promise<void> {
+  while (Date.now() + 20_000 < until) {
+    await sleep(20_000 - 8_000);
+    const name = catalog.publish();
+    const published = Date.now();
+    let rcode: number | null = null;
+    while (Date.now() - published < 8_000 && rcode !== 3) {
+      await sleep(200);
+      rcode = await queryRcode(dnsPort, name);
+    }
+    count(worker, rcode === 3 ? 'ok' : 'failed', `${name}: rcode ${rcode} 8 s after the bundle adding it was published`);
+  }
+}
+
+interface CatalogSource {
+  url: string;
+  ca: string;
+  publicPem: string;
+  /** Publishes the next version; returns the name it adds. */
+  publish(): string;
+  close(): Promise<void>;
+}
+
+async function startCatalogSource(dir: string, upstream: FakeUpstream): Promise<CatalogSource> {
+  const pki = await makeTestPki(dir, ['127.0.0.1']);
+  const keys = ed25519Keys();
+  const bundled = await loadBundledRelease();
+  let version = bundled.version;
+  let body: string | null = null;
+  // Connection: close, so the gateway's downloads leave no socket open between refreshes.
+  const server = createHttpsServer({ cert: readFileSync(pki.cert), key: readFileSync(pki.key) }, (req, res) => {
+    if (body === null) res.writeHead(404, { connection: 'close' }).end();
+    else res.writeHead(200, { connection: 'close', 'content-type': 'application/json' }).end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `https://127.0.0.1:${port}/catalog.bundle`,
+    ca: pki.ca,
+    publicPem: keys.publicPem,
+    publish() {
+      version++;
+      const name = `churn${version - bundled.version}.soak.test`;
+      upstream.records.set(name, [{ type: 'A', value: '198.51.100.7', ttl: 3 }]);
+      body = signedBundle(withDomain(bundled.documents, 'line', name), { version, key: keys.privateKey });
+      return name;
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }
 
 async function dnsLoop(worker: string, until: number, dnsPort: number): Promise<void> {
@@ -415,6 +491,8 @@ async function main(): Promise<number> {
     const records: Record<string, { type: 'A'; value: string; ttl: number }[]> = { [KEEP]: [{ type: 'A', value: '127.0.0.1', ttl: 5 }], [CLOSE]: [{ type: 'A', value: '127.0.0.1', ttl: 5 }] };
     for (let i = 0; i < 200; i++) records[`www${i}.soak.test`] = [{ type: 'A', value: `198.51.100.${i % 250}`, ttl: 3 }];
     const upstream = await startFakeUpstream(records);
+    const catalog = await startCatalogSource(dir, upstream);
+    catalog.publish();
 
     writeFileSync(
       join(dir, 'portcullis.json'),
@@ -427,6 +505,7 @@ async function main(): Promise<number> {
         },
         admin: { listen: `127.0.0.1:${ports.admin}` },
         store: { path: join(dir, 'store') },
+        policy: { catalog: { url: catalog.url, publicKey: catalog.publicPem, refresh: '5s', ca: catalog.ca } },
       }),
     );
     const gateway = spawn(process.execPath, [join(ROOT, 'dist/cli.js'), 'start', '--config', join(dir, 'portcullis.json')], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -474,6 +553,7 @@ async function main(): Promise<number> {
       connectLoop('connect-tls13-1MiB', until, ports.http, ports.nginxTls),
       blockedLoop('blocked', until, ports.tls, ports.http),
       dnsLoop('dns', until, ports.dns),
+      catalogLoop('catalog-updates', until, ports.dns, catalog),
     ];
     const samples: Sample[] = [];
     while (Date.now() < until) {
@@ -521,6 +601,7 @@ async function main(): Promise<number> {
     gateway.kill('SIGTERM');
     await new Promise((resolve) => gateway.once('exit', resolve));
     await upstream.close();
+    await catalog.close();
     return problems.length === 0 ? 0 : 1;
   } finally {
     stopAll();

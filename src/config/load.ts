@@ -247,20 +247,23 @@ function semanticProblems(merged: MergedConfigFile, at: Locate, baseDir: string)
       isRemote,
     });
   });
-  const catalog = merged.policy.catalog;
+  // Keys the schema refused are gone from here (and reported already): hence Partial.
+  const catalog = merged.policy.catalog as Partial<NonNullable<MergedConfigFile['policy']['catalog']>> | undefined;
   let catalogUpdates: CatalogUpdateConfig | null = null;
   if (catalog !== undefined) {
     const refreshMs = catalog.refresh === undefined ? DEFAULTS.catalogRefreshDefaultMs : parseDurationMs(catalog.refresh);
     if (refreshMs < DEFAULTS.catalogRefreshMinMs) report(['policy', 'catalog', 'refresh'], `refresh must be at least ${DEFAULTS.catalogRefreshMinMs / 1000}s`);
     if (refreshMs > DEFAULTS.listRefreshMaxMs) report(['policy', 'catalog', 'refresh'], `refresh must be at most ${DEFAULTS.listRefreshMaxMs / 86_400_000}d`);
-    try {
-      if (new URL(catalog.url).hostname === '') report(['policy', 'catalog', 'url'], 'the URL names no host');
-    } catch {
-      report(['policy', 'catalog', 'url'], `"${catalog.url}" is not a URL`);
+    if (catalog.url !== undefined) {
+      try {
+        if (new URL(catalog.url).hostname === '') report(['policy', 'catalog', 'url'], 'the URL names no host');
+      } catch {
+        report(['policy', 'catalog', 'url'], `"${catalog.url}" is not a URL`);
+      }
     }
     catalogUpdates = {
-      url: catalog.url,
-      publicKey: catalog.publicKey.includes('-----BEGIN') ? catalog.publicKey : resolve(baseDir, catalog.publicKey),
+      url: catalog.url ?? '',
+      publicKey: catalog.publicKey?.includes('-----BEGIN') === true ? catalog.publicKey : resolve(baseDir, catalog.publicKey ?? ''),
       refreshMs,
       ca: catalog.ca === undefined ? null : resolve(baseDir, catalog.ca),
     };

@@ -1,18 +1,26 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadBundledRelease } from '../../src/catalog/index.js';
+import { ed25519Keys, signedBundle } from '../support/catalog-bundles.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
-import { READ_TOKEN, WRITE_TOKEN, resolveA, startGateway, waitFor, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { makeTestPki } from '../support/test-pki.js';
+import { READ_TOKEN, WRITE_TOKEN, api, resolveA, startGateway, waitFor, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 
 const CHROMIUM = process.env.PORTCULLIS_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
 const NXDOMAIN = 3;
 const LINE_NAME = 'legy-jp.line-apps.com';
 const ANSWER = '192.0.2.40';
+const CATALOG_YAML = fileURLToPath(new URL('../../blocklists/catalog.yaml', import.meta.url));
+/** A time as the console shows it. */
+const SHOWN_TIME = String.raw`\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC`;
 
 let dir = '';
 let upstream: FakeUpstream;
@@ -21,13 +29,13 @@ let browser: Browser;
 /** Console messages at error level and CSP violations, from every page: any is a defect. */
 const pageErrors: string[] = [];
 
-async function signedIn(token: string): Promise<Page> {
+async function signedIn(token: string, adminUrl = gateway.adminUrl): Promise<Page> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on('console', (message) => {
     if (message.type() === 'error') pageErrors.push(message.text());
   });
   page.on('pageerror', (error) => pageErrors.push(error.message));
-  await page.goto(`${gateway.adminUrl}/ui/`);
+  await page.goto(`${adminUrl}/ui/`);
   await page.getByLabel('API token').fill(token);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator('article.card').first().waitFor();
@@ -185,6 +193,70 @@ describe('web console in a real browser', () => {
     expect(await page.getByRole('button', { name: /^Delete/ }).count()).toBe(0);
     await page.close();
   });
+
+  it('the apps view says which catalog is in force: the bundled one, with no updates configured', async () => {
+    const version = Number(/^version: (\d+)$/m.exec(await readFile(CATALOG_YAML, 'utf8'))?.[1]);
+    expect(version).toBeGreaterThan(0);
+    expect(((await api(gateway.adminUrl, 'GET', '/v1/catalog')).body as { version: number }).version).toBe(version);
+    // Even a token that may edit gets no refresh button when there is nothing to refresh from.
+    const page = await signedIn(WRITE_TOKEN);
+    const line = page.locator('#catalog-status');
+    await line.waitFor();
+    expect(await line.textContent()).toBe(`Catalog ${version} — bundled with this build.`);
+    expect(await line.getAttribute('data-origin')).toBe('bundled');
+    expect(await page.locator('#catalog-warning').count()).toBe(0);
+    expect(await page.locator('#catalog-expired').count()).toBe(0);
+    expect(await page.locator('#catalog-refresh').count()).toBe(0);
+    await page.close();
+  });
+
+  it('a signed catalog shows its source; a refused update shows as a warning while the last good one stays', async () => {
+    const bundled = await loadBundledRelease();
+    const publisher = ed25519Keys();
+    const attacker = ed25519Keys();
+    const version = bundled.version + 1;
+    const home = join(dir, 'signed');
+    await mkdir(home, { recursive: true });
+    const pki = await makeTestPki(home, ['127.0.0.1']);
+    let served = signedBundle(bundled.documents, { version, key: publisher.privateKey });
+    const server = createServer({ cert: await readFile(pki.cert), key: await readFile(pki.key) }, (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(served));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/catalog.json`;
+    await writeFile(join(home, 'catalog.pub'), publisher.publicPem);
+    const catalogLine = `  catalog: { url: "${url}", publicKey: catalog.pub, refresh: 1h, ca: ${pki.ca} }`;
+    const signed = await startGateway(await writeGatewayConfig(home, { upstream: upstream.target, extra: ['policy:', catalogLine] }));
+    try {
+      await waitFor(async () => ((await api(signed.adminUrl, 'GET', '/v1/catalog')).body as { version: number }).version === version, 10_000, 'the signed catalog');
+      const page = await signedIn(WRITE_TOKEN, signed.adminUrl);
+      const line = page.locator('#catalog-status');
+      await line.waitFor();
+      const escapedUrl = url.replace(/[.]/g, '\\.');
+      expect(await line.textContent()).toMatch(new RegExp(`^Catalog ${version} — signed bundle from ${escapedUrl}, downloaded ${SHOWN_TIME}, expires ${SHOWN_TIME}\\.$`));
+      expect(await page.locator('#catalog-warning').count()).toBe(0);
+
+      // The next bundle is signed with another key: the gateway refuses it and keeps the one in force.
+      served = signedBundle(bundled.documents, { version: version + 1, key: attacker.privateKey });
+      await page.locator('#catalog-refresh').click();
+      const warning = page.locator('#catalog-warning');
+      await warning.waitFor();
+      expect(await warning.textContent()).toMatch(new RegExp(`^Last catalog update refused \\(bad-signature\\): .+; version ${version} stays in force\\.$`));
+      expect(await warning.getAttribute('class')).toBe('warning');
+      await page.locator('#status.error', { hasText: 'bad-signature' }).waitFor();
+      expect(await line.textContent()).toContain(`Catalog ${version} — signed bundle`);
+      await screenshot(page, 'catalog-refused');
+      await page.close();
+
+      // A read-only token sees the warning but gets no refresh button.
+      const viewer = await signedIn(READ_TOKEN, signed.adminUrl);
+      await viewer.locator('#catalog-warning').waitFor();
+      expect(await viewer.locator('#catalog-refresh').count()).toBe(0);
+      await viewer.close();
+    } finally {
+      await signed.stop('SIGKILL');
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 60_000);
 
   it('a wrong token is refused with words; signing out forgets the token', async () => {
     const page = await browser.newPage();

@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Packet, UDPClient, TCPClient } from 'dns2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadCatalog, type Catalog } from '../../src/catalog/index.js';
+import { loadBundledRelease, type CatalogRelease } from '../../src/catalog/index.js';
 import { loadConfigChecked, type DnsConfig } from '../../src/config/index.js';
 import { DnsServer, type DnsAddresses } from '../../src/dns/index.js';
 import { createDohListener } from '../../src/dns/doh-listener.js';
@@ -44,13 +44,13 @@ interface Resolver {
   close(): Promise<void>;
 }
 
-let catalog: Catalog;
+let catalog: CatalogRelease;
 let workDir = '';
 /** A self-signed certificate for DoT and DoH, made per run. */
 const tls = { cert: '', key: '' };
 
 beforeAll(async () => {
-  catalog = await loadCatalog();
+  catalog = await loadBundledRelease();
   workDir = await mkdtemp(join(tmpdir(), 'portcullis-dns-'));
   tls.cert = join(workDir, 'cert.pem');
   tls.key = join(workDir, 'key.pem');
@@ -157,7 +157,7 @@ async function listenWithRetry(create: () => Promise<DnsServer>): Promise<{ serv
 async function startResolver(options: { overrides?: Record<string, string>; keep?: boolean } = {}): Promise<Resolver> {
   const upstream = await startFakeUpstream(BASE_RECORDS);
   const { dns: config, apps } = await loadTestConfig(upstream, options.overrides);
-  const engine = new PolicyEngine({ catalog, apps });
+  const engine = new PolicyEngine({ catalog: catalog.catalog, categories: catalog.categories, apps });
   const { logger, logs } = capturingLogger();
   const { server, addresses } = await listenWithRetry(() => DnsServer.create({ config, policy: engine, logger }));
   const resolver: Resolver = {

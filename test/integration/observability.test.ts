@@ -161,7 +161,7 @@ describe('alert rules', () => {
       'every rule evaluated',
     );
     expect(rules.map((r) => r.name).sort()).toEqual(
-      ['PortcullisBlockRateAnomaly', 'PortcullisDnsCacheFull', 'PortcullisDown', 'PortcullisReloadFailing', 'PortcullisServfailRatioHigh', 'PortcullisStoreDown', 'PortcullisUpstreamErrorsHigh', 'PortcullisUpstreamsDown'].sort(),
+      ['PortcullisBlockRateAnomaly', 'PortcullisCatalogExpiring', 'PortcullisCatalogUpdateRefused', 'PortcullisDnsCacheFull', 'PortcullisDown', 'PortcullisReloadFailing', 'PortcullisServfailRatioHigh', 'PortcullisStoreDown', 'PortcullisUpstreamErrorsHigh', 'PortcullisUpstreamsDown'].sort(),
     );
   });
 });

@@ -92,3 +92,23 @@ export interface Who {
   name: string;
   scopes: string[];
 }
+
+/** GET /v1/catalog: the catalog in force, where it came from, and its updates. */
+export interface CatalogStatus {
+  version: number;
+  origin: 'bundled' | 'signed';
+  issued: string;
+  expires: string | null;
+  isExpired: boolean;
+  bundledVersion: number;
+  receivedVia: 'download' | 'fleet' | null;
+  receivedAt: string | null;
+  updates: {
+    url: string;
+    refreshSeconds: number;
+    lastCheck: string | null;
+    lastResult: string | null;
+    lastError: string | null;
+    nextCheck: string | null;
+  } | null;
+}

@@ -1,4 +1,4 @@
-import { ApiError, call, explain, storeToken, storedToken, type AppInfo, type Rule, type Who } from './api.js';
+import { ApiError, call, explain, storeToken, storedToken, type AppInfo, type CatalogStatus, type Rule, type Who } from './api.js';
 import { lineChart } from './chart.js';
 
 /** The web console: sign-in, then Apps, Rules, Check and Activity views (hash routes). */
@@ -93,8 +93,88 @@ function appCard(app: AppInfo): HTMLElement {
 }
 
 async function appsView(): Promise<void> {
-  const { body: apps } = await call<AppInfo[]>('GET', '/v1/apps');
-  show(el('h2', {}, 'Apps'), el('div', { class: 'cards' }, ...apps.map(appCard)));
+  const [{ body: apps }, catalog] = await Promise.all([
+    call<AppInfo[]>('GET', '/v1/apps'),
+    // The apps stay usable when only the catalog status cannot be read; a refused token still signs out.
+    call<CatalogStatus>('GET', '/v1/catalog').then(
+      ({ body }) => body,
+      (e: unknown) => {
+        if (e instanceof ApiError && e.status === 401) throw e;
+        return explain(e);
+      },
+    ),
+  ]);
+  show(el('h2', {}, 'Apps'), catalogSection(catalog), el('div', { class: 'cards' }, ...apps.map(appCard)));
+}
+
+// ---- catalog --------------------------------------------------------------------------------
+
+/** An API time (ISO 8601) to the minute, in UTC like the API and the logs. */
+function when(iso: string): string {
+  const time = new Date(iso);
+  return Number.isNaN(time.getTime()) ? iso : `${time.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+
+function catalogLine(catalog: CatalogStatus): string {
+  const { updates } = catalog;
+  if (catalog.origin === 'bundled') {
+    const checked = updates?.lastCheck == null ? '' : `, last checked ${when(updates.lastCheck)}`;
+    return `Catalog ${catalog.version} — bundled with this build${updates === null ? '' : `; updates from ${updates.url}${checked}`}.`;
+  }
+  const isFleet = catalog.receivedVia === 'fleet';
+  const source = isFleet ? 'signed bundle shared by the fleet' : `signed bundle from ${updates?.url ?? 'a download'}`;
+  const received = catalog.receivedAt === null ? '' : `, ${isFleet ? 'received' : 'downloaded'} ${when(catalog.receivedAt)}`;
+  const expires = catalog.expires === null ? '' : `, ${catalog.isExpired ? 'expired' : 'expires'} ${when(catalog.expires)}`;
+  return `Catalog ${catalog.version} — ${source}${received}${expires}.`;
+}
+
+/** What a refresh did, for the status line; true when it went wrong. */
+function refreshOutcome(result: string, catalog: CatalogStatus): [string, boolean] {
+  switch (result) {
+    case 'applied':
+      return [`Catalog ${catalog.version} is now in force.`, false];
+    case 'unchanged':
+      return [`No newer catalog: version ${catalog.version} stays in force.`, false];
+    default:
+      // The reason is in the warning line the view shows again.
+      return [`Catalog update not applied (${result}); version ${catalog.version} stays in force.`, true];
+  }
+}
+
+function catalogSection(catalog: CatalogStatus | string): HTMLElement {
+  if (typeof catalog === 'string') return el('div', { id: 'catalog' }, el('p', { id: 'catalog-status', class: 'warning' }, `Catalog status unavailable: ${catalog}`));
+  const line = el('div', { class: 'catalog-line' }, el('p', { id: 'catalog-status', 'data-version': String(catalog.version), 'data-origin': catalog.origin }, catalogLine(catalog)));
+  const warnings: HTMLElement[] = [];
+  const updates = catalog.updates;
+  if (updates?.lastError != null) {
+    const verb = updates.lastResult === 'fetch-failed' ? 'failed' : 'refused';
+    warnings.push(
+      el('p', { id: 'catalog-warning', class: 'warning', 'data-result': updates.lastResult ?? '' }, `Last catalog update ${verb} (${updates.lastResult ?? 'unknown'}): ${updates.lastError}; version ${catalog.version} stays in force.`),
+    );
+  }
+  if (catalog.isExpired) {
+    warnings.push(
+      el('p', { id: 'catalog-expired', class: 'warning' }, `The catalog bundle has expired${catalog.expires === null ? '' : ` (${when(catalog.expires)})`}; version ${catalog.version} stays in force until a newer bundle loads.`),
+    );
+  }
+  if (canWrite() && updates !== null) {
+    const refresh = el('button', { type: 'button', id: 'catalog-refresh' }, 'Check for catalog update');
+    refresh.addEventListener('click', () => {
+      refresh.disabled = true;
+      status('Checking for a catalog update…');
+      call<{ result: string; catalog: CatalogStatus }>('POST', '/v1/catalog/refresh')
+        .then(async ({ body }) => {
+          // Shown again first (a new catalog changes the cards too), unless another view was opened meanwhile.
+          if (currentRoute() === '#/apps') await appsView();
+          const [text, isError] = refreshOutcome(body.result, body.catalog);
+          status(text, isError);
+        })
+        .catch((e: unknown) => status(explain(e), true))
+        .finally(() => (refresh.disabled = false));
+    });
+    line.append(refresh);
+  }
+  return el('div', { id: 'catalog' }, line, ...warnings);
 }
 
 // ---- rules ----------------------------------------------------------------------------------
@@ -278,9 +358,13 @@ async function activityView(): Promise<void> {
 
 const ROUTES: Record<string, () => Promise<void> | void> = { '#/apps': appsView, '#/rules': rulesView, '#/check': checkView, '#/activity': activityView };
 
+function currentRoute(): string {
+  return location.hash in ROUTES ? location.hash : '#/apps';
+}
+
 async function route(): Promise<void> {
   if (who === null) return;
-  const hash = location.hash in ROUTES ? location.hash : '#/apps';
+  const hash = currentRoute();
   for (const link of document.querySelectorAll('nav a')) {
     if (link.getAttribute('href') === hash) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');

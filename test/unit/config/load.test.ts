@@ -350,6 +350,29 @@ describe('loadConfigChecked: problems in the file', () => {
     expect(onlyProblem(result)).toEqual({ file, field: 'policy.lists[0].refresh', line: 4, message: 'refresh must be at least 60s' });
   });
 
+  it('reads policy.catalog: a key file relative to the config, the PEM inline, refresh default 1h', async () => {
+    const { file, result } = await loadFile(['policy:', '  catalog: { url: "https://catalog.example.net/p.bundle", publicKey: keys/catalog.pub, ca: ca.pem }']);
+    expect(valid(result).policy.catalog).toEqual({ url: 'https://catalog.example.net/p.bundle', publicKey: join(dir, 'keys', 'catalog.pub'), refreshMs: 3_600_000, ca: join(dir, 'ca.pem') });
+    expect(file.startsWith(dir)).toBe(true);
+    const pem = '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----';
+    const inline = await loadFile(['policy:', '  catalog:', '    url: https://catalog.example.net/p.bundle', '    publicKey: |', ...pem.split('\n').map((l) => `      ${l}`), '    refresh: 5s']);
+    expect(valid(inline.result).policy.catalog).toMatchObject({ publicKey: `${pem}\n`, refreshMs: 5_000 });
+  });
+
+  it.each([
+    [['  catalog: { url: "http://catalog.example.net/p.bundle", publicKey: k.pub }'], 'policy.catalog.url', /https/],
+    [['  catalog: { url: "https://catalog.example.net/p.bundle", publicKey: k.pub, refresh: 1s }'], 'policy.catalog.refresh', /at least 5s/],
+  ])('refuses policy.catalog %j with one problem naming the field', async (lines, field, message) => {
+    const { file, result } = await loadFile(['policy:', ...lines]);
+    expect(onlyProblem(result)).toMatchObject({ file, field, line: 2, message: expect.stringMatching(message) as unknown });
+  });
+
+  it('refuses policy.catalog without a publicKey: an unsigned catalog source is never trusted', async () => {
+    const { result } = await loadFile(['policy:', '  catalog: { url: "https://catalog.example.net/p.bundle" }']);
+    expect(result.config).toBeNull();
+    expect(result.problems[0]).toMatchObject({ field: 'policy.catalog.publicKey', message: 'expected required property' });
+  });
+
   it('accepts a list refresh of exactly the minimum', async () => {
     const { result } = await loadFile(['policy:', '  lists:', '    - source: https://lists.example.com/ads.txt', '      refresh: 1m']);
     expect(valid(result).policy.lists[0]!.refreshMs).toBe(60_000);
