@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -225,11 +225,13 @@ describe('portcullis validate', () => {
 });
 
 describe('portcullis apps', () => {
-  it('lists the five apps and says which have no verified endpoints', () => {
+  it('lists the five apps and says which have no verified endpoints', async () => {
     const result = run(['apps']);
     expect(result.code).toBe(0);
     for (const id of ['kakaotalk', 'line', 'didi', 'talkbox', 'vower']) expect(result.stdout).toMatch(new RegExp(`^${id}\\s`, 'm'));
     expect(result.stdout).toMatch(/^didi .*no verified endpoints/m);
+    const bundledVersion = /^version: (\d+)$/m.exec(await readFile(fileURLToPath(new URL('../../blocklists/catalog.yaml', import.meta.url)), 'utf8'))?.[1];
+    expect(result.stdout.split('\n')[0]).toBe(`catalog version ${bundledVersion}, bundled with this build`);
   });
 
   it('--json gives ids, enabled state and rule counts', () => {
@@ -239,6 +241,55 @@ describe('portcullis apps', () => {
     expect(apps.every((a) => a.enabled)).toBe(true);
     expect(apps.find((a) => a.id === 'line')!.rules.cidrs).toBeGreaterThan(10);
     expect(apps.find((a) => a.id === 'vower')!.coverage).toBe('none');
+  });
+});
+
+describe('portcullis catalog build|sign|verify', () => {
+  const keys = (name: string): { key: string; pub: string } => {
+    const key = join(dir, `${name}.key`);
+    const pub = join(dir, `${name}.pub`);
+    expect(spawnSync('openssl', ['genpkey', '-algorithm', 'ed25519', '-out', key]).status).toBe(0);
+    expect(spawnSync('openssl', ['pkey', '-in', key, '-pubout', '-out', pub]).status).toBe(0);
+    return { key, pub };
+  };
+
+  it('builds the bundled catalog, signs it with an openssl Ed25519 key and verifies it; another key is refused', async () => {
+    const publisher = keys('publisher');
+    const other = keys('other');
+    const payload = join(dir, 'payload.json');
+    const bundle = join(dir, 'catalog.bundle');
+    const built = run(['catalog', 'build', '--bundle-version', '2999010101', '--expires', '7d', '--out', payload]);
+    expect(built.code, built.stderr).toBe(0);
+    const signed = run(['catalog', 'sign', payload, '--key', publisher.key, '--out', bundle]);
+    expect(signed.code, signed.stderr).toBe(0);
+    expect(signed.stderr).toMatch(/signed catalog version 2999010101 with sha256:[0-9a-f]{16}/);
+    const verified = run(['catalog', 'verify', bundle, '--key', publisher.pub]);
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(verified.stdout).toMatch(/^valid: catalog version 2999010101, issued \S+, expires \S+, 5 apps with \d+ entries, signed by sha256:/);
+    const refused = run(['catalog', 'verify', bundle, '--key', other.pub]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^refused \(bad-signature\): signature check failed: signed by key sha256:\w+, not the configured sha256:\w+/);
+    // The key the gateway is configured with is the default for verify.
+    const config = join(dir, 'catalog-verify.yaml');
+    await writeFile(config, `policy:\n  catalog: { url: "https://catalog.example.net/c.bundle", publicKey: ${publisher.pub} }\n`);
+    expect(run(['catalog', 'verify', bundle, '--config', config]).code).toBe(0);
+  });
+
+  it('refuses to build a catalog the gateway would refuse, naming file and line; refuses to sign with a key that is not Ed25519', async () => {
+    const broken = join(dir, 'broken-catalog');
+    await cp(fileURLToPath(new URL('../../blocklists/', import.meta.url)), broken, { recursive: true });
+    const file = join(broken, 'line.yaml');
+    await writeFile(file, (await readFile(file, 'utf8')).replace(/\n {2}source: [^\n]+\n/, '\n'));
+    const built = run(['catalog', 'build', '--dir', broken, '--out', join(dir, 'never.json')]);
+    expect(built.code).toBe(1);
+    expect(built.stderr).toMatch(/line\.yaml:\d+ \(domains\[\d+\]\.source\): expected required property/);
+    const rsa = join(dir, 'rsa.key');
+    expect(spawnSync('openssl', ['genpkey', '-algorithm', 'rsa', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', rsa]).status).toBe(0);
+    const payload = join(dir, 'payload-rsa.json');
+    expect(run(['catalog', 'build', '--out', payload]).code).toBe(0);
+    const signed = run(['catalog', 'sign', payload, '--key', rsa]);
+    expect(signed.code).toBe(1);
+    expect(signed.stderr).toMatch(/Ed25519 private key is needed, this is rsa/);
   });
 });
 
