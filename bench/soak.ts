@@ -15,9 +15,9 @@
  *     20-60 s (apps' long connections)
  *   - CONNECT tunnels with TLS 1.3 inside downloading 1 MiB
  *   - blocked names on both listeners (alert, 451), and DNS queries (allowed, blocked, unknown)
- *   - a signed catalog bundle published anew every 20 s (policy.catalog, refresh 5 s): each adds a
- *     name the upstream answers, which DNS must block within 8 s (every swap re-judges open
- *     connections too)
+ *   - a newer signed catalog bundle published 12 s after the last one took effect (policy.catalog,
+ *     refresh 5 s): each adds a name the upstream answers, which DNS must block within 8 s (every
+ *     swap re-judges open connections too)
  *
  * Every SAMPLE_SECONDS it samples the gateway's RSS, heap, descriptors, event-loop delay (p99)
  * and active connection gauges into bench/results/soak-<date>.json and prints a table. It fails
@@ -247,7 +247,7 @@ function queryRcode(dnsPort: number, name: string): Promise<number | null> {
   });
 }
 
-/** The catalog source: publishes a newer signed bundle every 20 s, each blocking one more name the upstream answers. */
+/** The catalog source: publishes a newer signed bundle 12 s after the last took effect, each blocking one more name the upstream answers. */
 async function catalogLoop(worker: string, until: number, dnsPort: number, catalog: CatalogSource): Promise<void> {
   while (Date.now() + 20_000 < until) {
     await sleep(20_000 - 8_000);
