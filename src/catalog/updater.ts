@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
 import { Agent } from 'undici';
 import type { CatalogUpdateConfig } from '../config/index.js';
 import { DEFAULTS } from '../config/defaults.js';
@@ -132,7 +133,8 @@ export class CatalogUpdater extends EventEmitter<{ release: [CatalogRelease] }> 
     this.current = options.bundled;
     this.log = options.logger.child({ component: 'catalog' });
     this.storedPath = join(options.dir, STORED_FILE);
-    this.dispatcher = options.updates?.ca == null ? null : new Agent({ connect: { ca: options.updates.ca } });
+    // `ca` replaces the trust store: the built-in roots are kept beside the private CA.
+    this.dispatcher = options.updates?.ca == null ? null : new Agent({ connect: { ca: [...rootCertificates, options.updates.ca] } });
   }
 
   get release(): CatalogRelease {
