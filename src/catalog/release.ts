@@ -52,27 +52,30 @@ function compileDocuments(
 }
 
 /**
+ * The documents under one key of a JSON catalog (`apps`, `categories`), each locatable by its
+ * JSON path; every known id must be there and nothing else may be.
+ */
+function jsonDocuments<Id extends string>(key: 'apps' | 'categories', ids: readonly Id[], values: Record<string, unknown>, label: string, problems: Problem[]): Map<Id, CatalogDocument> {
+  const documents = new Map<Id, CatalogDocument>();
+  for (const id of ids) {
+    const value = Object.hasOwn(values, id) ? values[id] : undefined;
+    if (value === undefined) problems.push({ file: label, field: `${key}.${id}`, message: `missing: a catalog lists every one of ${ids.join(', ')} (one without known endpoints has empty lists)` });
+    else documents.set(id, { value, locate: (path) => ({ file: label, field: pathToField([key, id, ...path]) }) });
+  }
+  for (const id of Object.keys(values)) if (!(ids as readonly string[]).includes(id)) problems.push({ file: label, field: `${key}.${id}`, message: `unknown (${key} are ${ids.join(', ')})` });
+  return documents;
+}
+
+/**
  * A release from plain JSON documents (a bundle's payload, a DNS worker's copy); problems name
  * `label` and the JSON path (`apps.kakaotalk.domains[3].value`).
  */
 export function compileRelease(documents: CatalogDocuments, meta: ReleaseMeta, origin: CatalogRelease['origin'], label: string, problems: Problem[]): CatalogRelease | null {
-  const locateUnder = (root: (string | number)[]): CatalogDocument['locate'] => (path) => ({ file: label, field: pathToField([...root, ...path]) });
-  const apps = new Map<AppId, CatalogDocument>();
-  for (const id of APP_IDS) {
-    const value = Object.hasOwn(documents.apps, id) ? documents.apps[id] : undefined;
-    if (value === undefined) problems.push({ file: label, field: `apps.${id}`, message: 'missing: a catalog lists every app (an app without known endpoints has empty lists)' });
-    else apps.set(id, { value, locate: locateUnder(['apps', id]) });
-  }
-  for (const id of Object.keys(documents.apps)) if (!(APP_IDS as readonly string[]).includes(id)) problems.push({ file: label, field: `apps.${id}`, message: `unknown app (apps are ${APP_IDS.join(', ')})` });
-  const categories = new Map<CategoryId, CatalogDocument>();
-  for (const id of CATEGORY_IDS) {
-    const value = Object.hasOwn(documents.categories, id) ? documents.categories[id] : undefined;
-    if (value === undefined) problems.push({ file: label, field: `categories.${id}`, message: 'missing' });
-    else categories.set(id, { value, locate: locateUnder(['categories', id]) });
-  }
-  for (const id of Object.keys(documents.categories)) if (!(CATEGORY_IDS as readonly string[]).includes(id)) problems.push({ file: label, field: `categories.${id}`, message: `unknown category (categories are ${CATEGORY_IDS.join(', ')})` });
+  const before = problems.length;
+  const apps = jsonDocuments('apps', APP_IDS, documents.apps, label, problems);
+  const categories = jsonDocuments('categories', CATEGORY_IDS, documents.categories, label, problems);
   const compiled = compileDocuments(apps, categories, problems);
-  return compiled === null ? null : { ...meta, origin, ...compiled, documents };
+  return compiled === null || problems.length > before ? null : { ...meta, origin, ...compiled, documents };
 }
 
 /** The catalog shipped in blocklists/: every app file, every category, and catalog.yaml's version. */
