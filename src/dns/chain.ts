@@ -5,7 +5,7 @@ import { AnswerCache, cacheKey, serveUncached, type CacheEntry } from './cache.j
 import { PortcullisError, isPortcullisError } from '../errors.js';
 import type { ClientAcl } from '../match/client-acl.js';
 import type { ClientRateLimiter } from './client-limits.js';
-import { inspectAnswer } from './inspection.js';
+import { CANARY_BLOCK, inspectAnswer, isPolicyDecision, judgeQueryName, type NameJudgeOptions } from './inspection.js';
 import { buildAnswer, maxUdpResponse, truncateForUdp, walkResponse } from './message.js';
 import { prepareUpstreamAnswer } from './rewrite.js';
 import type { UpstreamResolver } from './upstream-types.js';
@@ -38,20 +38,15 @@ export interface NameSet {
   match(name: string): string | null;
 }
 
-export interface DnsChainOptions {
-  policy: PolicyView;
+export interface DnsChainOptions extends NameJudgeOptions {
   upstream: UpstreamResolver;
   cache: AnswerCache;
   acl: ClientAcl;
   rateLimiter: ClientRateLimiter;
   rateLimitAction: 'refused' | 'drop';
   block: BlockOptions;
-  /** NXDOMAIN for use-application-dns.net: Firefox then keeps its own DoH off. */
-  firefoxCanary: boolean;
   /** Remove `ech` from HTTPS/SVCB answers so the TLS layer keeps seeing real SNI. */
   stripEch: boolean;
-  /** Public DoH/DoT resolver names, blocked when the category is on. */
-  dohResolvers: NameSet | null;
   logger: Logger;
   /** Called once per query with its outcome (metrics attach here). */
   onResult?: (result: DnsResult, transport: DnsTransport, startedMs: number, blockedBy: Decision | null) => void;
@@ -59,7 +54,6 @@ export interface DnsChainOptions {
   onBlocked?: (block: BlockEvent) => void;
 }
 
-export const FIREFOX_CANARY = 'use-application-dns.net';
 
 /** RFC 8914 codes for an answer the upstreams could not give. */
 export const EDE_OTHER = 0;
@@ -201,23 +195,12 @@ export function createDnsChain(options: DnsChainOptions): (queryBuf: Buffer, cli
     }
     // 4. class
     if (query.qclass !== CLASS_IN) return refuse();
-    // 5. canary
-    if (options.firefoxCanary && query.qname === FIREFOX_CANARY) {
-      send(reply, buildAnswer(queryBuf, query.id, query.flags, RCODE.NXDOMAIN, query.questionEnd, query.edns), client, query, queryBuf);
-      reportBlocked(client, query, started, null, 'firefox-canary');
-      return;
-    }
-    // 6. policy
-    const decision = policy.decide({ name: query.qname, layer: 'dns' });
-    if (decision.verdict === 'block') {
-      send(reply, blockedAnswer(queryBuf, query, decision.app, options.block, policy.version), client, query, queryBuf);
-      reportBlocked(client, query, started, decision, null);
-      return;
-    }
-    // 7. doh names
-    if (options.dohResolvers !== null && options.dohResolvers.match(query.qname) !== null) {
-      send(reply, blockedAnswer(queryBuf, query, null, options.block, policy.version), client, query, queryBuf);
-      reportBlocked(client, query, started, null, 'category:doh-bypass');
+    // 5-7. canary, policy, doh names
+    const judged = judgeQueryName(query.qname, options);
+    if (judged.verdict === 'block') {
+      const answer = judged === CANARY_BLOCK ? buildAnswer(queryBuf, query.id, query.flags, RCODE.NXDOMAIN, query.questionEnd, query.edns) : blockedAnswer(queryBuf, query, judged.app, options.block, policy.version);
+      send(reply, answer, client, query, queryBuf);
+      reportBlocked(client, query, started, isPolicyDecision(judged) ? judged : null, judged.rule);
       return;
     }
     // 8. cache

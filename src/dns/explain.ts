@@ -1,7 +1,6 @@
 import { errorMessage } from '../errors.js';
 import type { Decision, Verdict } from '../policy/index.js';
-import { FIREFOX_CANARY, type NameSet, type PolicyView } from './chain.js';
-import { inspectAnswer } from './inspection.js';
+import { inspectAnswer, judgeQueryName, type NameJudgeOptions } from './inspection.js';
 import type { UpstreamResolver } from './upstream-types.js';
 import { encodeName } from './wire.js';
 
@@ -36,12 +35,9 @@ export interface Resolution {
   answers: ResolutionAnswer[];
 }
 
-export interface ExplainDeps {
-  policy: PolicyView;
+/** The upstreams, and the name checks as dns.bypass configures the DNS path. */
+export interface ExplainDeps extends NameJudgeOptions {
   upstream: UpstreamResolver;
-  /** As dns.bypass configures the DNS path. */
-  firefoxCanary: boolean;
-  dohResolvers: NameSet | null;
 }
 
 const QTYPES = [
@@ -57,7 +53,7 @@ const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'RE
  * DNS path runs. Unlike the DNS path it asks upstream even for a blocked name, to show the chain.
  */
 export async function explainResolution(name: string, deps: ExplainDeps): Promise<Resolution> {
-  const asked = judgeName(name, deps);
+  const asked = judgeQueryName(name, deps);
   const chain: ResolutionStep[] = [{ kind: 'query', target: name, qtype: null, ...verdictOf(asked) }];
   const answers: ResolutionAnswer[] = [];
   let firstBlock: Decision | null = null;
@@ -78,15 +74,6 @@ export async function explainResolution(name: string, deps: ExplainDeps): Promis
   }
   const deciding = asked.verdict === 'block' ? asked : firstBlock;
   return { verdict: deciding === null ? 'allow' : 'block', app: deciding?.app ?? null, rule: deciding?.rule ?? null, chain, answers };
-}
-
-/** Steps 5-7 of the DNS chain: the canary, the policy, the DoH-resolver category. */
-function judgeName(name: string, deps: ExplainDeps): Pick<Decision, 'verdict' | 'app' | 'rule'> {
-  if (deps.firefoxCanary && name === FIREFOX_CANARY) return { verdict: 'block', app: null, rule: 'firefox-canary' };
-  const decision = deps.policy.decide({ name, layer: 'dns' });
-  if (decision.verdict === 'block') return decision;
-  if (deps.dohResolvers !== null && deps.dohResolvers.match(name) !== null) return { verdict: 'block', app: null, rule: 'category:doh-bypass' };
-  return decision;
 }
 
 function verdictOf(decision: Pick<Decision, 'verdict' | 'app' | 'rule'>): Pick<ResolutionStep, 'verdict' | 'app' | 'rule'> {

@@ -1,6 +1,40 @@
 import type { Decision } from '../policy/index.js';
-import type { PolicyView } from './chain.js';
+import type { NameSet, PolicyView } from './chain.js';
 import { answerTargets, walkResponse } from './message.js';
+
+export const FIREFOX_CANARY = 'use-application-dns.net';
+
+/** Blocks of the name asked that no policy rule makes (dns.bypass); compared by identity. */
+export const CANARY_BLOCK = Object.freeze({ verdict: 'block', app: null, rule: 'firefox-canary' } as const);
+export const DOH_RESOLVER_BLOCK = Object.freeze({ verdict: 'block', app: null, rule: 'category:doh-bypass' } as const);
+
+export type NameJudgement = Decision | typeof CANARY_BLOCK | typeof DOH_RESOLVER_BLOCK;
+
+export interface NameJudgeOptions {
+  policy: PolicyView;
+  /** NXDOMAIN for use-application-dns.net: Firefox then keeps its own DoH off. */
+  firefoxCanary: boolean;
+  /** Public DoH/DoT resolver names, blocked when the category is on. */
+  dohResolvers: NameSet | null;
+}
+
+/**
+ * The name asked, as the DNS path judges it before any upstream: the Firefox canary, then the
+ * policy, then the DoH-resolver category. The policy's decision when none of them blocks
+ * (an allow rule shows in it); CANARY_BLOCK or DOH_RESOLVER_BLOCK for those two blocks.
+ */
+export function judgeQueryName(name: string, options: NameJudgeOptions): NameJudgement {
+  if (options.firefoxCanary && name === FIREFOX_CANARY) return CANARY_BLOCK;
+  const decision = options.policy.decide({ name, layer: 'dns' });
+  if (decision.verdict === 'block') return decision;
+  if (options.dohResolvers !== null && options.dohResolvers.match(name) !== null) return DOH_RESOLVER_BLOCK;
+  return decision;
+}
+
+/** A judgement the policy made (as opposed to a dns.bypass block). */
+export function isPolicyDecision(judged: NameJudgement): judged is Decision {
+  return judged !== CANARY_BLOCK && judged !== DOH_RESOLVER_BLOCK;
+}
 
 /** One name or address of an upstream answer and what the policy says of it. */
 export interface InspectionStep {
