@@ -3,8 +3,8 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PortcullisError } from '../../src/errors.js';
 import { DialGuard, connectGuarded } from '../../src/proxy/act/dial-guard.js';
+import { rejection } from '../support/rejection.js';
 
 // Loopback only: every address dialled here is 127.0.0.0/8, or is refused before a socket exists.
 
@@ -48,15 +48,6 @@ async function countingServer(): Promise<CountingServer> {
   return state;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PortcullisError> {
-  try {
-    await promise;
-  } catch (e: unknown) {
-    if (e instanceof PortcullisError) return e;
-    throw e;
-  }
-  throw new Error('expected a PortcullisError, the promise resolved');
-}
 
 function keep(socket: Socket): Socket {
   socket.on('error', () => socket.destroy());

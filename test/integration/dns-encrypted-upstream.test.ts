@@ -7,7 +7,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDohListener } from '../../src/dns/doh-listener.js';
 import { UpstreamPool, type UpstreamResult } from '../../src/dns/upstream.js';
 import type { UpstreamQuestion } from '../../src/dns/upstream-types.js';
-import { PortcullisError } from '../../src/errors.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { digOne, udpExchange } from '../support/dns-clients.js';
 import { decode, wireName } from '../support/dns-message.js';
@@ -15,6 +14,7 @@ import { metricSum, scrape } from '../support/gateway-observer.js';
 import { startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { makeTestPki, type TestPki } from '../support/test-pki.js';
 import { startUnbound, type Unbound } from '../support/unbound.js';
+import { rejection } from '../support/rejection.js';
 
 /**
  * Encrypted upstreams against real servers: unbound serving DoT with a certificate from a
@@ -43,15 +43,6 @@ function pool(upstreams: string[], options: { ca?: string | null; results?: Upst
   return p;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PortcullisError> {
-  try {
-    await promise;
-  } catch (e: unknown) {
-    if (e instanceof PortcullisError) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 function addresses(message: Buffer): string[] {
   return decode(message).answers.map((a) => String(a.value));

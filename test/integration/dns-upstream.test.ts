@@ -11,6 +11,7 @@ import { PortcullisError } from '../../src/errors.js';
 import { UpstreamPool, type UpstreamPoolOptions, type UpstreamResult } from '../../src/dns/upstream.js';
 import type { UpstreamAnswer, UpstreamQuestion } from '../../src/dns/upstream-types.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { rejection } from '../support/rejection.js';
 
 // ---- DNS bytes, built and read by hand ----------------------------------------------------
 
@@ -231,15 +232,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PortcullisError> {
-  try {
-    await promise;
-  } catch (e: unknown) {
-    if (e instanceof PortcullisError) return e;
-    throw e;
-  }
-  throw new Error('expected a rejection');
-}
 
 function outcomes(results: UpstreamResult[], outcome: UpstreamResult['outcome']): number {
   return results.filter((r) => r.outcome === outcome).length;

@@ -6,11 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ListConfig } from '../../src/config/index.js';
 import { DEFAULTS } from '../../src/config/defaults.js';
-import { PortcullisError } from '../../src/errors.js';
 import { ListManager, fetchList, type ListManagerOptions, type ListStatus } from '../../src/lists/index.js';
 import { parseList } from '../../src/lists/formats.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import type { ListEntries } from '../../src/policy/index.js';
+import { rejection } from '../support/rejection.js';
 
 // parseList keeps its behaviour; the spy only counts how often the manager parses.
 vi.mock('../../src/lists/formats.js', async (importOriginal) => {
@@ -132,15 +132,6 @@ function statusOf(manager: ListManager): ListStatus {
   return manager.status()[0]!;
 }
 
-async function thrown(promise: Promise<unknown>): Promise<PortcullisError> {
-  try {
-    await promise;
-  } catch (e: unknown) {
-    if (e instanceof PortcullisError) return e;
-    throw e;
-  }
-  throw new Error('expected a PortcullisError, the promise resolved');
-}
 
 describe('ListManager: local files', () => {
   it('loads a list file and emits one update carrying its entries', async () => {
@@ -526,7 +517,7 @@ describe('fetchList', () => {
       res.write(chunk);
       // and keep the response open, as a hostile server would
     };
-    const error = await thrown(fetchList(server.url, options));
+    const error = await rejection(fetchList(server.url, options));
     expect(error.code).toBe('PCL_ERR_LIST_TOO_LARGE');
     expect(error.message).toContain('larger than 1024 bytes');
     await vi.waitFor(() => {
@@ -536,7 +527,7 @@ describe('fetchList', () => {
 
   it('refuses a declared length over maxBytes before reading the body', async () => {
     const server = await startServer('x'.repeat(1025));
-    const error = await thrown(fetchList(server.url, options));
+    const error = await rejection(fetchList(server.url, options));
     expect(error.code).toBe('PCL_ERR_LIST_TOO_LARGE');
   });
 
@@ -554,7 +545,7 @@ describe('fetchList', () => {
       res.write('kakao.com\n');
     };
     const started = Date.now();
-    const error = await thrown(fetchList(server.url, { maxBytes: 1024, timeoutMs: 200 }));
+    const error = await rejection(fetchList(server.url, { maxBytes: 1024, timeoutMs: 200 }));
     expect(error.code).toBe('PCL_ERR_LIST_FETCH');
     expect(Date.now() - started).toBeLessThan(5_000);
   });
@@ -562,7 +553,7 @@ describe('fetchList', () => {
   it('gives up on a server that never answers once timeoutMs passes', async () => {
     const server = await startServer('');
     server.respond = () => undefined;
-    const error = await thrown(fetchList(server.url, { maxBytes: 1024, timeoutMs: 200 }));
+    const error = await rejection(fetchList(server.url, { maxBytes: 1024, timeoutMs: 200 }));
     expect(error.code).toBe('PCL_ERR_LIST_FETCH');
     expect(error.message).toContain(server.url);
   });

@@ -2,8 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PortcullisError } from '../../../src/errors.js';
 import { CONFIG_KEYS, DEFAULTS, loadConfig, loadConfigChecked, type LoadOptions, type LoadResult, type Problem } from '../../../src/config/index.js';
+import { rejection } from '../../support/rejection.js';
 
 let dir: string;
 
@@ -45,15 +45,6 @@ function onlyProblem(result: LoadResult): Problem {
   return result.problems[0]!;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PortcullisError> {
-  try {
-    await promise;
-  } catch (e: unknown) {
-    if (e instanceof PortcullisError) return e;
-    throw e;
-  }
-  throw new Error('expected a PortcullisError, the promise resolved');
-}
 
 describe('loadConfigChecked: defaults', () => {
   it('starts on the CONTRACT defaults when there is no file and no ./portcullis.yaml', async () => {
