@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { digOne } from '../support/dns-clients.js';
 import { startFakeUpstream, type FakeRecord, type FakeUpstream } from '../support/fake-upstream.js';
 import { api, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { KAKAO_GSLB_CHAINS } from '../support/gslb-chains.js';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 let dir = '';
@@ -88,14 +89,7 @@ function runAsync(args: string[], env: Record<string, string> = {}): Promise<{ c
 
 /** Kakao's shared GSLB zone and a LINE address, as public DNS answers them. */
 const CHAINS: Record<string, FakeRecord[]> = {
-  'www.daum.net': [{ type: 'CNAME', value: 'www-daum-uj2suuqw.kgslb.com' }],
-  'www-daum-uj2suuqw.kgslb.com': [{ type: 'A', value: '211.249.220.24' }],
-  'jvvp.tistory.com': [{ type: 'CNAME', value: 'wildcard-tistory-fz0x1pwf.kgslb.com' }],
-  'wildcard-tistory-fz0x1pwf.kgslb.com': [{ type: 'A', value: '211.249.222.33' }],
-  'p1-play.kgslb.com': [{ type: 'A', value: '211.249.221.10' }],
-  'katalk.kakao.com': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
-  'katalk-fo6ld96d.kgslb.com': [{ type: 'A', value: '211.249.219.27' }],
-  'chat.partner-gateway.example': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
+  ...KAKAO_GSLB_CHAINS,
   'media.partner-gateway.example': [{ type: 'A', value: '147.92.150.1' }],
   'www.naver.com': [{ type: 'A', value: '203.0.113.12' }],
 };

@@ -22,6 +22,7 @@ import { PolicyEngine, type AppState } from '../../src/policy/index.js';
 import { dig, digOne, dnspythonDoh, doh2Requests, dohRequest, frame, kdig, tcpConnect, udpExchange, type DigResult } from '../support/dns-clients.js';
 import { QNAME_PTR, T, buildQuery, buildResponse, decode, optRecord, prng, ptr, rr, svcbRdata, u16, wireLabels, wireName } from '../support/dns-message.js';
 import { startFakeUpstream, type FakeRecord, type FakeUpstream } from '../support/fake-upstream.js';
+import { KAKAO_GSLB_CHAINS } from '../support/gslb-chains.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -126,15 +127,8 @@ const BASE_RECORDS: Record<string, FakeRecord[]> = {
   'mozilla.cloudflare-dns.com': [{ type: 'A', value: '203.0.113.40' }],
   'use-application-dns.net': [{ type: 'A', value: '203.0.113.41' }],
   'doh-curl.example.net': [{ type: 'A', value: '127.0.0.1' }],
-  // Kakao's shared GSLB zone, as public DNS answers it (catalog precision: only KakaoTalk's labels are blocked).
-  'www.daum.net': [{ type: 'CNAME', value: 'www-daum-uj2suuqw.kgslb.com' }],
-  'www-daum-uj2suuqw.kgslb.com': [{ type: 'A', value: '211.249.220.24' }],
-  'jvvp.tistory.com': [{ type: 'CNAME', value: 'wildcard-tistory-fz0x1pwf.kgslb.com' }],
-  'wildcard-tistory-fz0x1pwf.kgslb.com': [{ type: 'A', value: '211.249.222.33' }],
-  'p1-play.kgslb.com': [{ type: 'A', value: '211.249.221.10' }],
-  'katalk.kakao.com': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
-  'katalk-fo6ld96d.kgslb.com': [{ type: 'A', value: '211.249.219.27' }],
-  'chat.partner-gateway.example': [{ type: 'CNAME', value: 'katalk-fo6ld96d.kgslb.com' }],
+  // Catalog precision: only KakaoTalk's labels of Kakao's shared GSLB zone are blocked.
+  ...KAKAO_GSLB_CHAINS,
   ...Object.fromEntries(APP_NAMES.map(([name]) => [name, [{ type: 'A' as const, value: '203.0.113.99' }]])),
 };
 
