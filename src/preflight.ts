@@ -42,6 +42,8 @@ export async function preflight(config: Config, locate: Locate): Promise<Preflig
       const field = isPortcullisError(e) && typeof e.details.field === 'string' ? e.details.field.split('.') : ['policy', 'catalog'];
       errors.push(at(field, `PCL_ERR_CONFIG_INVALID: ${errorMessage(e)}`));
     }
+    const problem = config.policy.catalog.ca === null ? null : await caProblem(config.policy.catalog.ca);
+    if (problem !== null && !errors.some((e) => e.field === 'policy.catalog.ca')) errors.push(at(['policy', 'catalog', 'ca'], problem));
   }
 
   for (const [i, token] of config.admin.tokens.entries()) {

@@ -93,14 +93,14 @@ export async function readCatalogUpdates(config: CatalogUpdateConfig): Promise<N
   } catch (e: unknown) {
     throw fail('publicKey', `${isInline ? 'the key' : config.publicKey} is not usable: ${errorMessage(e)}`);
   }
-  let ca: string | null = null;
-  if (config.ca !== null) {
-    const path = config.ca;
-    ca = await readFile(path, 'utf8').catch((e: unknown) => {
-      throw fail('ca', `cannot read ${path}: ${errorMessage(e)}`);
-    });
-    if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw fail('ca', `${path} holds no PEM certificate`);
-  }
+  // Whether it holds usable certificates is preflight's check, as for dns.upstreamCa.
+  const path = config.ca;
+  const ca =
+    path === null
+      ? null
+      : await readFile(path, 'utf8').catch((e: unknown) => {
+          throw fail('ca', `cannot read ${path}: ${errorMessage(e)}`);
+        });
   return { config, publicKey, ca };
 }
 
