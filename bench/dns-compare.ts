@@ -38,6 +38,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse, stringify } from 'yaml';
 import { makeTestPki } from '../test/support/test-pki.js';
+import { unboundServerLines } from '../test/support/unbound.js';
 
 function envInt(name: string, fallback: number, min: number): number {
   const raw = process.env[name];
@@ -332,21 +333,10 @@ async function startUnbound(upstreamPort: number, domains: string[], options: { 
     conf,
     [
       'server:',
+      ...unboundServerLines(dir),
       `  interface: 127.0.0.1@${port}`,
       `  port: ${port}`,
-      '  do-ip6: no',
-      '  num-threads: 1',
-      '  do-daemonize: no',
-      `  directory: "${dir}"`,
-      '  chroot: ""',
-      '  username: ""',
-      '  logfile: ""',
-      '  use-syslog: no',
-      '  pidfile: ""',
-      '  verbosity: 0',
       '  access-control: 0.0.0.0/0 refuse',
-      '  access-control: 127.0.0.0/8 allow',
-      '  module-config: "iterator"',
       '  do-not-query-localhost: no',
       '  msg-cache-size: 64m',
       '  rrset-cache-size: 64m',
@@ -784,23 +774,12 @@ async function startMissUpstream(pki: { cert: string; key: string }): Promise<{ 
     conf,
     [
       'server:',
+      ...unboundServerLines(dir),
       `  interface: 127.0.0.1@${plainPort}`,
       `  interface: 127.0.0.1@${tlsPort}`,
       `  tls-port: ${tlsPort}`,
       `  tls-service-pem: "${pki.cert}"`,
       `  tls-service-key: "${pki.key}"`,
-      '  do-ip6: no',
-      '  num-threads: 1',
-      '  do-daemonize: no',
-      `  directory: "${dir}"`,
-      '  chroot: ""',
-      '  username: ""',
-      '  logfile: ""',
-      '  use-syslog: no',
-      '  pidfile: ""',
-      '  verbosity: 0',
-      '  access-control: 127.0.0.0/8 allow',
-      '  module-config: "iterator"',
       '  incoming-num-tcp: 100',
       '  tcp-idle-timeout: 120000',
       `  local-zone: "${MISS_ZONE}." redirect`,

@@ -15,6 +15,28 @@ export interface Unbound {
 }
 
 /**
+ * The server: lines every unbound run here starts from: one thread in the foreground, IPv4,
+ * nothing written outside `dir` (no chroot, syslog or pid file), quiet, loopback clients only,
+ * the iterator alone (no DNSSEC validation).
+ */
+export function unboundServerLines(dir: string): string[] {
+  return [
+    '  verbosity: 0',
+    '  num-threads: 1',
+    '  do-ip6: no',
+    '  do-daemonize: no',
+    '  username: ""',
+    '  chroot: ""',
+    `  directory: "${dir}"`,
+    '  pidfile: ""',
+    '  use-syslog: no',
+    '  logfile: ""',
+    '  access-control: 127.0.0.0/8 allow',
+    '  module-config: "iterator"',
+  ];
+}
+
+/**
  * Debian's unbound in the foreground, answering `records` (unbound local-data lines, e.g.
  * `www.example.test. 300 IN A 192.0.2.7`) from a static local zone: over plain DNS and over TLS.
  * `tcpIdleTimeoutMs` is how long it keeps a quiet TCP/TLS connection open.
@@ -27,22 +49,12 @@ export async function startUnbound(dir: string, options: { cert: string; key: st
     conf,
     [
       'server:',
-      '  verbosity: 0',
-      '  num-threads: 1',
+      ...unboundServerLines(dir),
       `  interface: 127.0.0.1@${plainPort}`,
       `  interface: 127.0.0.1@${tlsPort}`,
       `  tls-port: ${tlsPort}`,
       `  tls-service-pem: "${options.cert}"`,
       `  tls-service-key: "${options.key}"`,
-      '  do-daemonize: no',
-      '  username: ""',
-      '  chroot: ""',
-      `  directory: "${dir}"`,
-      '  pidfile: ""',
-      '  use-syslog: no',
-      '  logfile: ""',
-      '  access-control: 127.0.0.0/8 allow',
-      '  module-config: "iterator"',
       `  tcp-idle-timeout: ${options.tcpIdleTimeoutMs ?? 30_000}`,
       '  incoming-num-tcp: 100',
       `  local-zone: "${options.zone}" static`,
