@@ -28,7 +28,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -40,6 +40,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { loadBundledRelease } from '../src/catalog/index.js';
 import { ed25519Keys, signedBundle, withDomain } from '../test/support/catalog-bundles.js';
 import { startFakeUpstream, type FakeUpstream } from '../test/support/fake-upstream.js';
+import { freePort, resolveA, waitForPort } from '../test/support/gateway-process.js';
 import { makeTestPki } from '../test/support/test-pki.js';
 import { buildQuery, decode } from '../test/support/dns-message.js';
 
@@ -66,33 +67,6 @@ function count(worker: string, outcome: keyof Counts, detail?: string): void {
   counts[worker] ??= { ok: 0, failed: 0, blocked: 0 };
   counts[worker][outcome]++;
   if (outcome === 'failed' && failures.length < 50) failures.push(`${worker}: ${detail ?? 'failed'}`);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const isOpen = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (isOpen) return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on ${port}`);
 }
 
 function run(command: string, args: string[]): Promise<string> {
@@ -230,23 +204,6 @@ async function blockedLoop(worker: string, until: number, tlsPort: number, httpP
   }
 }
 
-/** One A query; the rcode, or null without an answer in a second. */
-function queryRcode(dnsPort: number, name: string): Promise<number | null> {
-  return new Promise((resolve) => {
-    const socket = createSocket('udp4');
-    const timer = setTimeout(() => {
-      socket.close();
-      resolve(null);
-    }, 1_000);
-    socket.once('message', (message) => {
-      clearTimeout(timer);
-      socket.close();
-      resolve(decode(message).rcode);
-    });
-    socket.send(buildQuery({ id: 4242, name }), dnsPort, '127.0.0.1');
-  });
-}
-
 /** The catalog source: publishes a newer signed bundle 12 s after the last took effect, each blocking one more name the upstream answers. */
 async function catalogLoop(worker: string, until: number, dnsPort: number, catalog: CatalogSource): Promise<void> {
   while (Date.now() + 20_000 < until) {
@@ -256,7 +213,7 @@ async function catalogLoop(worker: string, until: number, dnsPort: number, catal
     let rcode: number | null = null;
     while (Date.now() - published < 8_000 && rcode !== 3) {
       await sleep(200);
-      rcode = await queryRcode(dnsPort, name);
+      rcode = (await resolveA(dnsPort, name))?.rcode ?? null;
     }
     count(worker, rcode === 3 ? 'ok' : 'failed', `${name}: rcode ${rcode} 8 s after the bundle adding it was published`);
   }
@@ -485,8 +442,8 @@ async function main(): Promise<number> {
     );
     const nginx = spawn('nginx', ['-e', 'stderr', '-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'inherit' });
     children.push(nginx);
-    await waitForPort(ports.nginxTls);
-    await waitForPort(ports.nginxHttp);
+    await waitForPort(ports.nginxTls, 10_000, 'nginx');
+    await waitForPort(ports.nginxHttp, 10_000, 'nginx');
 
     const records: Record<string, { type: 'A'; value: string; ttl: number }[]> = { [KEEP]: [{ type: 'A', value: '127.0.0.1', ttl: 5 }], [CLOSE]: [{ type: 'A', value: '127.0.0.1', ttl: 5 }] };
     for (let i = 0; i < 200; i++) records[`www${i}.soak.test`] = [{ type: 'A', value: `198.51.100.${i % 250}`, ttl: 3 }];

@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
-import { freePort } from './gateway-process.js';
+import { freePort, waitForPort } from './gateway-process.js';
 
 /** One nginx server block: plain or TLS, keep-alive or close after every response. */
 export interface NginxSite {
@@ -20,23 +19,6 @@ export interface Nginx {
   root: string;
   child: ChildProcess;
   stop(): Promise<void>;
-}
-
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const started = Date.now();
-  for (;;) {
-    const isOpen = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (isOpen) return;
-    if (Date.now() - started > timeoutMs) throw new Error(`nginx did not listen on ${port} within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /**
@@ -102,7 +84,7 @@ export async function startNginx(dir: string, sites: readonly NginxSite[], cert:
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    for (const port of Object.values(ports)) await waitForPort(port, 10_000);
+    for (const port of Object.values(ports)) await waitForPort(port, 10_000, 'nginx');
   } catch (e: unknown) {
     child.kill('SIGKILL');
     throw new Error(`${e instanceof Error ? e.message : String(e)}: ${stderr}`, { cause: e });
