@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates } from 'node:tls';
 import { Agent } from 'undici';
 import type { CatalogUpdateConfig } from '../config/index.js';
 import { DEFAULTS } from '../config/defaults.js';
@@ -133,8 +133,9 @@ export class CatalogUpdater extends EventEmitter<{ release: [CatalogRelease] }> 
     this.current = options.bundled;
     this.log = options.logger.child({ component: 'catalog' });
     this.storedPath = join(options.dir, STORED_FILE);
-    // `ca` replaces the trust store: the built-in roots are kept beside the private CA.
-    this.dispatcher = options.updates?.ca == null ? null : new Agent({ connect: { ca: [...rootCertificates, options.updates.ca] } });
+    // `ca` replaces the trust store: the built-in roots are kept beside the private CA. One
+    // context for every download: a `ca` option per connection would parse every root again.
+    this.dispatcher = options.updates?.ca == null ? null : new Agent({ connect: { secureContext: createSecureContext({ ca: [...rootCertificates, options.updates.ca] }) } });
   }
 
   get release(): CatalogRelease {
